@@ -1,0 +1,241 @@
+"""The root command: global options, `run`, `jobs` and `daemon`; `runs` and `sensor` are groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import ConfigError, RunsenseError
+from .errors import RunsenseGroup
+from .app_state import state_of
+from .state import CliState
+
+# rich_markup_mode=None keeps `--help` on click's plain formatter: it does not import rich,
+# which halves the start-up time of every help screen.
+app = typer.Typer(
+    cls=RunsenseGroup,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run Python jobs and react to how their runs end with run status sensors.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"runsense {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    file: Annotated[
+        Optional[str], typer.Option("--file", "-f", help="Python file holding the Definitions.")
+    ] = None,
+    module: Annotated[
+        Optional[str], typer.Option("--module", "-m", help="Module holding the Definitions.")
+    ] = None,
+    home: Annotated[
+        Optional[str],
+        typer.Option("--home", help="State directory (default: $RUNSENSE_HOME or the user data dir)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Run Python jobs and react to how their runs end with run status sensors."""
+    if file and module:
+        raise typer.BadParameter("give -f/--file or -m/--module, not both")
+    ctx.obj = CliState(file=file, module=module, home_option=home, verbose=verbose)
+    ctx.call_on_close(ctx.obj.close)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    job_name: Annotated[str, typer.Argument(metavar="JOB", help="The job to run.")],
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="Run config file (.json, .toml, .yaml).")
+    ] = None,
+    config_json: Annotated[
+        Optional[str], typer.Option("--config-json", help="Run config as JSON (merged over --config).")
+    ] = None,
+    tag: Annotated[
+        Optional[list[str]], typer.Option("--tag", "-t", help="A run tag, key=value; repeatable.")
+    ] = None,
+) -> None:
+    """Run JOB here in the foreground; exit 0 on success, 1 on failure."""
+    from ..config import validate_run_config
+    from ..execution import execute_run, start_run
+    from .run_view import RunPrinter
+
+    state = state_of(ctx)
+    job = state.definitions.get_job(job_name)
+    run_config = validate_run_config(job, _load_run_config(config, config_json))
+    tags = _parse_tags(tag or [])
+    storage = state.storage
+    state.evaluator  # noqa: B018 - first sight of RUNNING-by-default sensors starts them before this run
+    record = start_run(
+        storage, job, run_config, tags, launched_by="cli", origin=state.project_ref.to_origin()
+    )
+    printer = RunPrinter(record, verbose=state.verbose)
+    printer.begin()
+    result = execute_run(storage, job, record, on_step=printer.step)
+    printer.end(result)
+    raise typer.Exit(0 if result.success else 1)
+
+
+def _load_run_config(path: Path | None, inline: str | None) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if path is not None:
+        config = _read_config_file(path)
+    if inline is not None:
+        try:
+            extra = json.loads(inline)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config-json is not valid JSON: {exc}", "quote it for the shell: --config-json '{...}'") from None
+        if not isinstance(extra, dict):
+            raise ConfigError("--config-json must be a JSON object")
+        config = _merge(config, extra)
+    return config
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", "check the path given to --config") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = _toml_loads(text.decode())
+        elif suffix in (".yaml", ".yml"):
+            data = _yaml_loads(text.decode())
+        else:
+            raise ConfigError(f"config file {path} must end in .json, .toml or .yaml")
+    except ConfigError:
+        raise
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except Exception as exc:  # noqa: BLE001 - each parser has its own error type
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {detail}", "fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _toml_loads(text: str) -> Any:
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def _yaml_loads(text: str) -> Any:
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:
+        raise ConfigError("reading YAML config needs PyYAML", "pip install pyyaml, or use .json / .toml") from None
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_tags(pairs: list[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RunsenseError(f"--tag '{pair}' is not key=value", "e.g. --tag team=data")
+        tags[key] = value
+    return tags
+
+
+@app.command()
+def jobs(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the project's jobs and their ops."""
+    from . import render
+
+    definitions = state_of(ctx).definitions
+    rows = [
+        {
+            "name": job.name,
+            "location": job.location,
+            "ops": [node.name for node in job.nodes],
+            "description": job.description,
+        }
+        for job in definitions.jobs.values()
+    ]
+    if as_json:
+        render.print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for column in ("job", "ops", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], " → ".join(row["ops"]), (row["description"] or "").split("\n")[0])
+    render.console().print(table)
+
+
+@app.command()
+def daemon(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between passes.", min=0.01)] = 0.5,
+    max_concurrent_runs: Annotated[
+        int, typer.Option(help="Run workers at most at once.", min=1)
+    ] = 4,
+) -> None:
+    """Run the sensor daemon in the foreground until Ctrl-C or SIGTERM."""
+    from ..daemon import Daemon, DaemonLock
+    from ..launcher import RunLauncher
+    from .daemon_view import make_reporter
+
+    state = state_of(ctx)
+    evaluator = state.evaluator
+    lock = DaemonLock(state.home / "daemon.lock")
+    lock.acquire()
+    try:
+        launcher = RunLauncher(state.storage, state.home, max_concurrent_runs)
+        the_daemon = Daemon(evaluator, launcher, make_reporter(evaluator), interval=interval)
+        the_daemon.install_signal_handlers()
+        the_daemon.run_forever()
+    finally:
+        lock.release()
+
+
+def _register_groups() -> None:
+    from .runs import runs_app
+    from .sensors import sensor_app
+
+    app.add_typer(runs_app, name="runs")
+    app.add_typer(sensor_app, name="sensor")
+
+
+_register_groups()

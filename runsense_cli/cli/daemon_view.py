@@ -1,0 +1,130 @@
+"""How the daemon shows itself: a rich live view on a terminal, one log line per event otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from ..evaluation import SensorEvaluator, TickResult
+from ..launcher import DeadRun
+from ..records import SensorStatus
+from ..runs import IN_PROGRESS_STATUSES
+from . import render
+
+
+def make_reporter(evaluator: SensorEvaluator) -> Any:
+    if sys.stdout.isatty():
+        return LiveReporter(evaluator)
+    return LogReporter()
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _tick_line(result: TickResult) -> str:
+    t = result.tick
+    line = (
+        f"tick {result.sensor}: {t.status.value} events={t.events_scanned} reactions={t.reactions}"
+        f" runs_requested={len(t.run_ids)} cursor={t.cursor_before}->{t.cursor_after}"
+        f" took={t.duration_s * 1000:.1f}ms"
+    )
+    if t.errors:
+        line += f" errors={len(t.errors)} first_error={t.errors[0]!r}"
+    return line
+
+
+class LogReporter:
+    """Plain lines on stdout, flushed at once so a log collector sees them as they happen."""
+
+    def _emit(self, text: str) -> None:
+        sys.stdout.write(f"{_stamp()} {text}\n")
+        sys.stdout.flush()
+
+    def started(self, pid: int, sensors: list[str]) -> None:
+        self._emit(f"daemon started (pid {pid}); sensors: {', '.join(sensors) or 'none'}")
+
+    def tick(self, result: TickResult) -> None:
+        self._emit(_tick_line(result))
+
+    def launched(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self._emit(f"run {run_id} launched")
+
+    def dead(self, dead: DeadRun) -> None:
+        self._emit(f"run {dead.run.run_id} FAILURE: {dead.reason}")
+
+    def error(self, message: str) -> None:
+        self._emit(f"error: {message}")
+
+    def idle(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        self._emit("daemon stopping; run workers keep running")
+
+
+class LiveReporter:
+    """A live table of sensors (with lag), recent reactions and runs in progress."""
+
+    def __init__(self, evaluator: SensorEvaluator) -> None:
+        from rich.live import Live
+
+        self.evaluator = evaluator
+        self.recent: deque[str] = deque(maxlen=10)
+        self.live = Live(console=render.console(), refresh_per_second=4, transient=False)
+        self._last_draw = 0.0
+
+    def started(self, pid: int, sensors: list[str]) -> None:
+        self.pid = pid
+        self.live.start()
+        self._draw()
+
+    def tick(self, result: TickResult) -> None:
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} {_tick_line(result)}")
+
+    def launched(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self.recent.appendleft(f"{time.strftime('%H:%M:%S')} run {run_id[:8]} launched")
+
+    def dead(self, dead: DeadRun) -> None:
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} run {dead.run.run_id[:8]} FAILURE: {dead.reason}")
+
+    def error(self, message: str) -> None:
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} error: {message}")
+
+    def idle(self) -> None:
+        if time.monotonic() - self._last_draw >= 0.5:
+            self._draw()
+
+    def stopping(self) -> None:
+        self._draw()
+        self.live.stop()
+        render.console().print("daemon stopping; run workers keep running")
+
+    def _draw(self) -> None:
+        from rich.console import Group
+        from rich.table import Table
+
+        self._last_draw = time.monotonic()
+        ev = self.evaluator
+        sensors = Table(title=f"runsense daemon (pid {self.pid})", header_style="bold", expand=True)
+        for column in ("sensor", "watches", "state", "waiting", "last tick"):
+            sensors.add_column(column)
+        for sensor in ev.definitions.sensors.values():
+            state = ev.state(sensor)
+            last = ev.storage.last_tick(state.sensor_id)
+            lag = ev.lag(sensor, state) if state.status == SensorStatus.RUNNING else "-"
+            sensors.add_row(
+                sensor.name,
+                sensor.run_status.value,
+                render.styled(state.status.value),
+                str(lag),
+                f"{render.styled(last.status.value)} {render.ago(last.started_at)}" if last else "never",
+            )
+        running = ev.storage.runs_with_status(IN_PROGRESS_STATUSES, limit=10)
+        runs = render.runs_table(running) if running else "No runs in progress."
+        recent = "\n".join(self.recent) or "No reactions yet."
+        self.live.update(Group(sensors, "[bold]Runs in progress[/bold]", runs, "[bold]Recent[/bold]", recent))

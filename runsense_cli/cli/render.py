@@ -1,0 +1,193 @@
+"""Turning runs, events, sensors and ticks into rich tables and JSON documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..records import Reaction, SensorState, Tick
+from ..runs import RunEvent, RunRecord
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+STATUS_STYLES = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "CANCELED": "magenta",
+    "CANCELING": "magenta",
+    "STARTED": "cyan",
+    "STARTING": "cyan",
+    "QUEUED": "yellow",
+    "NOT_STARTED": "dim",
+    "RUNNING": "green",
+    "STOPPED": "dim",
+    "SKIPPED": "yellow",
+    "RETRYING": "yellow",
+    "DEAD": "red",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 in UTC, as every --json document carries times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def local_time(ts: float | None) -> str:
+    """Local time, short: just the clock for today, the date too otherwise."""
+    if ts is None:
+        return "-"
+    moment = datetime.fromtimestamp(ts)
+    if moment.date() == datetime.now().date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return f"{duration(max(0.0, time.time() - ts))} ago"
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLES.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "status": run.status.value,
+        "location": run.location,
+        "tags": run.tags,
+        "run_config": run.run_config,
+        "created_at": iso(run.created_at),
+        "start_time": iso(run.start_time),
+        "end_time": iso(run.end_time),
+        "parent_run_id": run.parent_run_id,
+        "root_run_id": run.root_run_id,
+    }
+
+
+def event_json(event: RunEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type.value,
+        "timestamp": iso(event.timestamp),
+        "message": event.message,
+        "step_key": event.step_key,
+        "level": event.level,
+        "error": event.error.stack if event.error else None,
+    }
+
+
+def tick_json(tick: Tick) -> dict[str, Any]:
+    return {
+        "tick_id": tick.tick_id,
+        "sensor": tick.sensor,
+        "status": tick.status.value,
+        "started_at": iso(tick.started_at),
+        "duration_s": round(tick.duration_s, 6),
+        "events_scanned": tick.events_scanned,
+        "reactions": tick.reactions,
+        "run_ids": tick.run_ids,
+        "skip_reasons": tick.skip_reasons,
+        "errors": tick.errors,
+        "cursor_before": tick.cursor_before,
+        "cursor_after": tick.cursor_after,
+    }
+
+
+def failure_json(reaction: Reaction) -> dict[str, Any]:
+    return {
+        "sensor": reaction.sensor,
+        "event_id": reaction.event_id,
+        "run_id": reaction.run_id,
+        "attempts": reaction.attempts,
+        "state": reaction.state.value,
+        "next_attempt_at": iso(reaction.next_attempt_at),
+        "error": reaction.error,
+    }
+
+
+def sensor_json(
+    state: SensorState, run_status: str, lag: int, last_tick: Tick | None, monitored: list[str]
+) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "location": state.location,
+        "run_status": run_status,
+        "status": state.status.value,
+        "cursor": state.cursor,
+        "lag": lag,
+        "monitored_jobs": monitored,
+        "last_tick": tick_json(last_tick) if last_tick else None,
+    }
+
+
+def runs_table(runs: list[RunRecord]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=None, header_style="bold")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("job", overflow="fold", min_width=8)
+    for column in ("status", "start", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("trigger", overflow="fold", min_width=10)
+    for run in runs:
+        table.add_row(
+            run.run_id[:8],
+            run.job_name,
+            styled(run.status.value),
+            local_time(run.start_time or run.created_at),
+            duration(run.duration),
+            run.trigger,
+        )
+    return table
+
+
+def events_table(events: list[RunEvent]) -> Any:
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for column in ("id", "time", "event", "step", "message"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        table.add_row(
+            str(event.event_id),
+            datetime.fromtimestamp(event.timestamp).strftime("%H:%M:%S.%f")[:-3],
+            styled(event.event_type.value.removeprefix("RUN_"))
+            if event.is_status_event
+            else event.event_type.value,
+            event.step_key or "",
+            event.message,
+        )
+    return table

@@ -1,0 +1,42 @@
+"""What `runsense run` prints while a run goes: each op as it starts and ends."""
+
+from __future__ import annotations
+
+from ..execution import RunResult, StepReport
+from ..runs import RunRecord
+from . import render
+
+
+class RunPrinter:
+    def __init__(self, run: RunRecord, verbose: bool = False) -> None:
+        self.run = run
+        self.verbose = verbose
+        self.out = render.console()
+
+    def begin(self) -> None:
+        self.out.print(f"Run [bold]{self.run.run_id[:8]}[/bold] of [bold]{self.run.job_name}[/bold] started")
+
+    def step(self, report: StepReport) -> None:
+        if report.kind == "start":
+            self.out.print(f"  [cyan]▶[/cyan] {report.step_key}")
+        elif report.kind == "success":
+            self.out.print(f"  [green]✔[/green] {report.step_key} [dim]{render.duration(report.duration)}[/dim]")
+        elif report.kind == "failure":
+            self.out.print(f"  [red]✘[/red] {report.step_key} failed: {report.error}", markup=True)
+            if self.verbose and report.error is not None:
+                self.out.print(report.error.stack, markup=False, highlight=False)
+        elif report.kind == "log":
+            self.out.print(f"    [dim]{report.level}[/dim] {report.message}", markup=True)
+
+    def end(self, result: RunResult) -> None:
+        run = result.run
+        status = render.styled(run.status.value)
+        took = render.duration(run.duration)
+        if result.success:
+            self.out.print(f"Run {run.run_id[:8]} {status} in {took}")
+        else:
+            self.out.print(
+                f"Run {run.run_id[:8]} {status} in {took}: op '{result.failed_step}' raised {result.error}"
+            )
+            if not self.verbose:
+                self.out.print(f"[dim]Full traceback: runsense runs show {run.run_id[:8]}[/dim]")

@@ -1,0 +1,73 @@
+"""`runsense runs list` and `runsense runs show`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import RunsenseError
+from ..runs import RunStatus
+from . import render
+from .app_state import state_of
+
+runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@runs_app.command("list")
+def list_runs(
+    ctx: typer.Context,
+    job: Annotated[Optional[str], typer.Option("--job", help="Only runs of this job.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List runs, newest first."""
+    wanted = None
+    if status is not None:
+        try:
+            wanted = RunStatus(status.upper())
+        except ValueError:
+            known = ", ".join(s.value for s in RunStatus)
+            raise RunsenseError(f"unknown status '{status}'", f"use one of {known}") from None
+    runs = state_of(ctx).storage.list_runs(job, wanted, limit)
+    if as_json:
+        render.print_json([render.run_json(run) for run in runs])
+        return
+    if not runs:
+        render.console().print("No runs yet. Start one with: runsense run JOB")
+        return
+    render.console().print(render.runs_table(runs))
+
+
+@runs_app.command("show")
+def show_run(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a run and its event log."""
+    storage = state_of(ctx).storage
+    run = storage.find_run(run_id)
+    events = storage.events_for_run(run.run_id)
+    if as_json:
+        render.print_json({**render.run_json(run), "events": [render.event_json(e) for e in events]})
+        return
+    out = render.console()
+    out.print(f"[bold]Run {run.run_id}[/bold]  {render.styled(run.status.value)}")
+    out.print(f"job: {run.job_name}   location: {run.location}   trigger: {run.trigger}")
+    out.print(f"started: {render.local_time(run.start_time)}   duration: {render.duration(run.duration)}")
+    if run.parent_run_id:
+        out.print(f"parent run: {run.parent_run_id}   root run: {run.root_run_id}")
+    user_tags = {k: v for k, v in run.tags.items()}
+    if user_tags:
+        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(user_tags.items())))
+    if run.run_config:
+        import json
+
+        out.print("config: " + json.dumps(run.run_config), markup=False)
+    out.print(render.events_table(events))
+    for event in events:
+        if event.error and event.step_key:
+            out.print(f"[red]Error in {event.step_key}:[/red]")
+            out.print(event.error.stack.rstrip(), markup=False, highlight=False)

@@ -1,0 +1,77 @@
+"""Options shared by every command, resolved once, with the project and storage opened lazily.
+
+Commands validate their input before asking for `storage`, so bad input never creates or
+changes a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..home import resolve_home
+
+if TYPE_CHECKING:
+    from ..definitions import Definitions
+    from ..evaluation import SensorEvaluator
+    from ..project import ProjectRef
+    from ..storage import Storage
+
+
+@dataclass
+class CliState:
+    file: str | None = None
+    module: str | None = None
+    home_option: str | None = None
+    verbose: bool = False
+    _ref: ProjectRef | None = field(default=None, repr=False)
+    _definitions: Definitions | None = field(default=None, repr=False)
+    _storage: Storage | None = field(default=None, repr=False)
+    _evaluator: SensorEvaluator | None = field(default=None, repr=False)
+
+    @property
+    def home(self) -> Path:
+        return resolve_home(self.home_option)
+
+    @property
+    def project_ref(self) -> ProjectRef:
+        if self._ref is None:
+            from ..project import find_project
+
+            self._ref = find_project(self.file, self.module)
+        return self._ref
+
+    @property
+    def definitions(self) -> Definitions:
+        if self._definitions is None:
+            from ..project import load_project
+
+            self._definitions = load_project(self.project_ref)
+        return self._definitions
+
+    @property
+    def storage(self) -> Storage:
+        """The home's storage; opening it registers the project's sensors (first sight only)."""
+        if self._storage is None:
+            from ..storage import Storage
+
+            self._storage = Storage.open(self.home_option)
+        return self._storage
+
+    @property
+    def evaluator(self) -> SensorEvaluator:
+        if self._evaluator is None:
+            from ..evaluation import SensorEvaluator
+
+            definitions = self.definitions
+            self._evaluator = SensorEvaluator(
+                self.storage, definitions, self.project_ref.to_origin()
+            )
+            self._evaluator.register_sensors()
+        return self._evaluator
+
+    def close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None

@@ -1,0 +1,135 @@
+"""The sensor daemon: one loop per home that launches runs, fails dead ones and ticks sensors."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .errors import RunsenseError, SensorBusyError
+from .evaluation import SensorEvaluator, TickResult
+from .launcher import DeadRun, RunLauncher
+from .records import SensorStatus
+
+DEFAULT_INTERVAL_S = 0.5
+
+
+class DaemonAlreadyRunning(RunsenseError):
+    """A second daemon on the same home."""
+
+
+class DaemonReporter(Protocol):
+    """What the daemon tells the outside world; the CLI renders it as log lines or a live view."""
+
+    def started(self, pid: int, sensors: list[str]) -> None: ...
+    def tick(self, result: TickResult) -> None: ...
+    def launched(self, run_ids: list[str]) -> None: ...
+    def dead(self, dead: DeadRun) -> None: ...
+    def error(self, message: str) -> None: ...
+    def idle(self) -> None: ...
+    def stopping(self) -> None: ...
+
+
+@dataclass
+class DaemonLock:
+    """An exclusive flock on `<home>/daemon.lock`; the kernel drops it if the daemon dies."""
+
+    path: Path
+    fd: int = field(default=-1)
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DaemonAlreadyRunning(
+                f"a runsense daemon is already running on this home (pid {holder})",
+                "stop it first, or use another --home",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Daemon:
+    """Each pass: fail dead runs, start queued runs, then tick sensors that have work."""
+
+    def __init__(
+        self,
+        evaluator: SensorEvaluator,
+        launcher: RunLauncher,
+        reporter: DaemonReporter,
+        interval: float = DEFAULT_INTERVAL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.evaluator = evaluator
+        self.launcher = launcher
+        self.reporter = reporter
+        self.interval = interval
+        self.clock = clock
+        self.stop_requested = threading.Event()
+        self._last_tick: dict[str, float] = {}
+
+    def request_stop(self, *_: object) -> None:
+        """Signal handlers only set this flag; the loop notices it between pages and passes."""
+        self.stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run_forever(self) -> None:
+        self.reporter.started(os.getpid(), sorted(self.evaluator.definitions.sensors))
+        while not self.stop_requested.is_set():
+            started = time.monotonic()
+            try:
+                self.run_pass()
+            except RunsenseError as exc:
+                self.reporter.error(str(exc))
+            self.reporter.idle()
+            self.stop_requested.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        self.reporter.stopping()
+
+    def run_pass(self) -> None:
+        for dead in self.launcher.fail_dead_runs():
+            self.reporter.dead(dead)
+        if launched := self.launcher.launch_queued():
+            self.reporter.launched(launched)
+        now = self.clock()
+        storage = self.evaluator.storage
+        for name, sensor in self.evaluator.definitions.sensors.items():
+            if self.stop_requested.is_set():
+                return
+            state = storage.sensor_state(self.evaluator.location, name)
+            if state is None or state.status != SensorStatus.RUNNING:
+                continue
+            interval = sensor.minimum_interval_seconds or 0
+            if interval and now - self._last_tick.get(name, 0.0) < interval:
+                continue
+            if not self.evaluator.has_work(sensor, state, now):
+                continue
+            try:
+                result = self.evaluator.tick(
+                    sensor, lease_wait=0, should_stop=self.stop_requested.is_set
+                )
+            except SensorBusyError:
+                continue  # someone else (a `sensor tick`) is on it; next pass will see
+            self._last_tick[name] = now
+            self.reporter.tick(result)
+        # Runs the ticks just requested start now rather than on the next pass.
+        if launched := self.launcher.launch_queued():
+            self.reporter.launched(launched)

@@ -1,0 +1,41 @@
+"""The one exception type the CLI turns into a single line for the user."""
+
+from __future__ import annotations
+
+
+class RunsenseError(Exception):
+    """A problem the user can fix: `message` says what is wrong, `hint` how to fix it.
+
+    `exit_code` follows SPEC §7: 2 for bad usage, project, config or database; 1 for a run or
+    reaction that failed.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class DefinitionError(RunsenseError):
+    """Raised while user code builds jobs, ops or sensors that cannot work."""
+
+
+class ConfigError(RunsenseError):
+    """Run config that does not match the ops' config schemas."""
+
+
+class ProjectError(RunsenseError):
+    """The user's project cannot be found or loaded."""
+
+
+class StorageError(RunsenseError):
+    """The database cannot be used: corrupt, newer than the code, or locked for too long."""
+
+
+class SensorBusyError(RunsenseError):
+    """Another process holds the sensor's tick lease."""

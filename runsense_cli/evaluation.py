@@ -1,0 +1,396 @@
+"""Ticking a sensor: every waiting status event, in id order, one transaction per page.
+
+A page's reactions, requested runs, write-back events, tick record and new cursor commit together,
+so a crash replays the whole page or none of it: requested runs exist exactly once, while side
+effects inside the user's function (a Slack post) happen at least once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import validate_run_config
+from .definitions import Definitions, JobDefinition
+from .errors import RunsenseError, SensorBusyError
+from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickStatus
+from .runs import ErrorInfo, RunEvent, RunRecord
+from .sensors import (
+    PermanentReactionError,
+    RunRequest,
+    RunStatusSensorDefinition,
+    SkipReason,
+)
+from .storage import NewRun, Storage, WriteBack
+
+PAGE_SIZE = 1000
+MAX_CHAIN_DEPTH = 20
+MAX_RETRY_DELAY_S = 15 * 60
+LEASE_TTL_S = 120.0
+LEASE_WAIT_S = 2.0
+
+
+@dataclass
+class Outcome:
+    """What one call of a sensor's function amounts to, before anything is stored."""
+
+    state: ReactionState
+    new_runs: list[NewRun] = field(default_factory=list)
+    run_keys: list[tuple[str, str]] = field(default_factory=list)
+    skip_message: str | None = None
+    error: str | None = None
+    write_back: str | None = None
+    permanent: bool = False
+    deduped: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class TickResult:
+    sensor: str
+    tick: Tick
+    reactions: list[tuple[Reaction, RunRecord]] = field(default_factory=list)
+
+    @property
+    def requested_run_ids(self) -> list[str]:
+        return self.tick.run_ids
+
+
+class SensorEvaluator:
+    """Evaluates the sensors of one project against one home's storage."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        definitions: Definitions,
+        origin: dict[str, Any] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+        max_chain_depth: int = MAX_CHAIN_DEPTH,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.definitions = definitions
+        self.origin = origin
+        self.page_size = page_size
+        self.max_chain_depth = max_chain_depth
+        self.clock = clock
+
+    @property
+    def location(self) -> str:
+        return self.definitions.location
+
+    # -- sensor state ------------------------------------------------------------------------
+
+    def register_sensors(self) -> dict[str, SensorState]:
+        """Create rows for sensors seen for the first time; RUNNING defaults start now."""
+        return {
+            name: self.storage.ensure_sensor(
+                self.location, name, sensor.default_status.value == SensorStatus.RUNNING.value
+            )
+            for name, sensor in self.definitions.sensors.items()
+        }
+
+    def state(self, sensor: RunStatusSensorDefinition) -> SensorState:
+        state = self.storage.sensor_state(self.location, sensor.name)
+        if state is None:
+            state = self.register_sensors()[sensor.name]
+        return state
+
+    def lag(self, sensor: RunStatusSensorDefinition, state: SensorState | None = None) -> int:
+        state = state or self.state(sensor)
+        return self.storage.count_status_events_after(
+            sensor.event_type, state.cursor, sensor.scope(self.location)
+        )
+
+    def has_work(self, sensor: RunStatusSensorDefinition, state: SensorState, now: float) -> bool:
+        """One indexed query: a new matching event, or a failed reaction that is due."""
+        if self.storage.has_status_events_after(
+            sensor.event_type, state.cursor, sensor.scope(self.location)
+        ):
+            return True
+        due = self.storage.next_retry_at(state.sensor_id)
+        return due is not None and due <= now
+
+    # -- ticking -----------------------------------------------------------------------------
+
+    def tick(
+        self,
+        sensor: RunStatusSensorDefinition,
+        *,
+        lease_wait: float = LEASE_WAIT_S,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TickResult:
+        """Handle every due retry and every waiting event of `sensor`, then record the tick.
+
+        `should_stop` is asked between pages, so a daemon asked to stop finishes the page it is on
+        and leaves the rest for the next tick.
+        """
+        state = self.state(sensor)
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._acquire(state, token, lease_wait)
+        try:
+            return self._tick_locked(sensor, state.sensor_id, token, should_stop or (lambda: False))
+        finally:
+            self.storage.release_lease(state.sensor_id, token)
+
+    def _acquire(self, state: SensorState, token: str, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while not self.storage.acquire_lease(state.sensor_id, token, LEASE_TTL_S):
+            if time.monotonic() >= deadline:
+                raise SensorBusyError(
+                    f"sensor '{state.name}' is busy: another process is ticking it",
+                    "wait for that tick to finish (a running daemon ticks it for you)",
+                )
+            time.sleep(0.05)
+
+    def _tick_locked(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int,
+        token: str,
+        should_stop: Callable[[], bool],
+    ) -> TickResult:
+        # Re-read inside the lease: another process may have moved the cursor meanwhile.
+        state = self.storage.sensor_state(self.location, sensor.name)
+        assert state is not None
+        started = self.clock()
+        started_perf = time.perf_counter()
+        tick = Tick(0, sensor.name, TickStatus.STARTED, started, cursor_before=state.cursor, cursor_after=state.cursor)
+        result = TickResult(sensor.name, tick)
+        scope = sensor.scope(self.location)
+
+        def commit(pairs: list[tuple[RunEvent, RunRecord, int]], cursor: int | None) -> None:
+            reactions, new_runs, run_keys, write_backs = [], [], [], []
+            keys_in_page: dict[str, str] = {}
+            for event, run, attempt in pairs:
+                outcome = self.react(sensor, sensor_id, event, run, attempt, keys_in_page)
+                reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
+                reactions.append(reaction)
+                new_runs += outcome.new_runs
+                run_keys += outcome.run_keys
+                if outcome.write_back:
+                    write_backs.append(WriteBack(run.run_id, outcome.write_back))
+                result.reactions.append((reaction, run))
+                tick.reactions += 1
+                tick.run_ids += reaction.run_ids
+                if outcome.skip_message:
+                    tick.skip_reasons.append(outcome.skip_message)
+                if outcome.error:
+                    tick.errors.append(f"run {run.run_id}: {outcome.error.splitlines()[-1]}")
+            if cursor is not None:
+                tick.cursor_after = cursor
+            if not pairs and not tick.reactions:
+                tick.skip_reasons = ["no new events"]
+            tick.status = _tick_status(result.reactions)
+            tick.duration_s = time.perf_counter() - started_perf
+            self.storage.commit_page(
+                sensor_id, tick, reactions, new_runs, run_keys, write_backs, cursor, token, LEASE_TTL_S
+            )
+
+        # Retries first: they are older than anything new.
+        while True:
+            due = self.storage.due_reactions(sensor_id, self.clock(), self.page_size)
+            if not due:
+                break
+            pairs = []
+            for reaction in due:
+                event = self.storage.get_event(reaction.event_id)
+                if event is None:
+                    continue
+                pairs.append((event, self.storage.get_run(reaction.run_id), reaction.attempts + 1))
+            commit(pairs, None)
+            if len(due) < self.page_size or should_stop():
+                break
+
+        cursor = state.cursor
+        while True:
+            page, high_water = self.storage.status_events_after(
+                sensor.event_type, cursor, scope, self.page_size
+            )
+            tick.events_scanned += len(page)
+            if page or high_water > cursor:
+                commit([(event, run, 1) for event, run in page], high_water)
+                cursor = high_water
+            if len(page) < self.page_size or should_stop():
+                break
+
+        if not tick.tick_id:
+            tick.status = TickStatus.SKIPPED
+            tick.skip_reasons.append("no new events")
+            tick.duration_s = time.perf_counter() - started_perf
+            self.storage.record_tick(sensor_id, tick)
+        return result
+
+    # -- one reaction ------------------------------------------------------------------------
+
+    def react(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int | None,
+        event: RunEvent,
+        run: RunRecord,
+        attempt: int = 1,
+        keys_in_page: dict[str, str] | None = None,
+    ) -> Outcome:
+        """Call the sensor's function for one run and say what it amounts to; stores nothing."""
+        context = sensor.build_context(run, event, self.storage)
+        try:
+            raw = sensor.evaluate_run(context)
+        except PermanentReactionError as exc:
+            return Outcome(ReactionState.DEAD, error=_describe(exc), permanent=True)
+        except Exception as exc:  # noqa: BLE001 - any error of user code becomes a failed reaction
+            return Outcome(ReactionState.RETRYING, error=ErrorInfo.from_exception(exc).stack.rstrip())
+        try:
+            return self._plan(sensor, sensor_id, run, raw, keys_in_page if keys_in_page is not None else {})
+        except RunsenseError as exc:
+            return Outcome(ReactionState.DEAD, error=str(exc), permanent=True)
+
+    def _plan(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int | None,
+        run: RunRecord,
+        raw: Any,
+        keys_in_page: dict[str, str],
+    ) -> Outcome:
+        if raw is None:
+            return Outcome(
+                ReactionState.SUCCESS,
+                write_back=f'Sensor "{sensor.name}" acted on run status '
+                f"{sensor.run_status.value} of run {run.run_id}.",
+            )
+        if isinstance(raw, SkipReason):
+            return Outcome(ReactionState.SKIPPED, skip_message=raw.skip_message or "skipped")
+        items = [raw] if isinstance(raw, RunRequest) else raw
+        if not isinstance(items, list) or not all(isinstance(i, (RunRequest, SkipReason)) for i in items):
+            raise RunsenseError(
+                f"sensor '{sensor.name}' returned {_short_repr(raw)}",
+                "return None, a RunRequest, a SkipReason, or a list of RunRequests",
+            )
+        requests = [i for i in items if isinstance(i, RunRequest)]
+        if not requests:
+            reasons = [i.skip_message for i in items if isinstance(i, SkipReason) and i.skip_message]
+            return Outcome(ReactionState.SKIPPED, skip_message="; ".join(reasons) or "no run requested")
+        outcome = Outcome(ReactionState.SUCCESS)
+        new_keys: dict[str, str] = {}
+        depth = int(run.tags.get("runsense/depth", "0") or 0) + 1
+        root = run.root_run_id or run.run_id
+        for request in requests:
+            target = self._target(sensor, request)
+            if depth > self.max_chain_depth:
+                raise RunsenseError(
+                    f"chain-depth limit {self.max_chain_depth} reached: sensor '{sensor.name}' keeps "
+                    f"requesting '{target.name}' from runs it requested (loop from root run {root})",
+                    "make the sensor skip the runs of the jobs it requests",
+                )
+            config = validate_run_config(target, request.run_config)
+            if request.run_key is not None:
+                key = str(request.run_key)
+                owner = new_keys.get(key) or keys_in_page.get(key) or (
+                    self.storage.run_key_owner(sensor_id, key) if sensor_id is not None else None
+                )
+                if owner:
+                    outcome.deduped.append(f"run_key '{key}' already requested run {owner}")
+                    continue
+            run_id = str(uuid.uuid4())
+            tags = {**target.tags, **{str(k): str(v) for k, v in (request.tags or {}).items()}}
+            tags.update(
+                {
+                    "runsense/sensor": sensor.name,
+                    "runsense/parent_run_id": run.run_id,
+                    "runsense/root_run_id": root,
+                    "runsense/depth": str(depth),
+                }
+            )
+            if request.run_key is not None:
+                tags["runsense/run_key"] = str(request.run_key)
+                new_keys[str(request.run_key)] = run_id
+                outcome.run_keys.append((str(request.run_key), run_id))
+            outcome.new_runs.append(
+                NewRun(run_id, target.name, target.location, config, tags, run.run_id, root, self.origin)
+            )
+        keys_in_page.update(new_keys)
+        if not outcome.new_runs:
+            return Outcome(ReactionState.SKIPPED, skip_message="; ".join(outcome.deduped))
+        return outcome
+
+    def _target(self, sensor: RunStatusSensorDefinition, request: RunRequest) -> JobDefinition:
+        targets = {job.name: job for job in sensor.request_jobs}
+        if request.job_name is not None:
+            if request.job_name not in targets:
+                known = ", ".join(sorted(targets)) or "none"
+                raise RunsenseError(
+                    f"sensor '{sensor.name}' requested unknown job_name '{request.job_name}'",
+                    f"its request_jobs are: {known}",
+                )
+            return targets[request.job_name]
+        if len(targets) == 1:
+            return next(iter(targets.values()))
+        if not targets:
+            raise RunsenseError(
+                f"sensor '{sensor.name}' returned a RunRequest but has no target job",
+                "add request_job=... to the sensor, or return None / SkipReason",
+            )
+        raise RunsenseError(
+            f"sensor '{sensor.name}' has several request_jobs and the RunRequest names none",
+            "set RunRequest(job_name=...)",
+        )
+
+    def _reaction(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int,
+        event: RunEvent,
+        run: RunRecord,
+        attempt: int,
+        outcome: Outcome,
+    ) -> Reaction:
+        now = self.clock()
+        state = outcome.state
+        next_attempt = None
+        if state == ReactionState.RETRYING:
+            if attempt > sensor.max_retries:
+                state = ReactionState.DEAD
+            else:
+                delay = sensor.retry_delay_seconds * 2 ** (attempt - 1)
+                next_attempt = now + min(delay, MAX_RETRY_DELAY_S)
+        return Reaction(
+            sensor_id=sensor_id,
+            event_id=event.event_id,
+            run_id=run.run_id,
+            state=state,
+            attempts=attempt,
+            next_attempt_at=next_attempt,
+            error=outcome.error,
+            skip_message=outcome.skip_message,
+            run_ids=[r.run_id for r in outcome.new_runs],
+            created_at=now,
+            finished_at=None if state == ReactionState.RETRYING else now,
+            sensor=sensor.name,
+        )
+
+
+def _tick_status(reactions: list[tuple[Reaction, RunRecord]]) -> TickStatus:
+    states = {reaction.state for reaction, _ in reactions}
+    if states & {ReactionState.RETRYING, ReactionState.DEAD}:
+        return TickStatus.FAILURE
+    if ReactionState.SUCCESS in states:
+        return TickStatus.SUCCESS
+    return TickStatus.SKIPPED
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

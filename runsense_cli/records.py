@@ -1,0 +1,81 @@
+"""Stored shapes of sensor state: the sensor row, its ticks and its reactions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SensorStatus(str, enum.Enum):
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TickStatus(str, enum.Enum):
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    FAILURE = "FAILURE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ReactionState(str, enum.Enum):
+    """SUCCESS and SKIPPED are final; RETRYING waits for its next attempt; DEAD is parked."""
+
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    RETRYING = "RETRYING"
+    DEAD = "DEAD"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class SensorState:
+    sensor_id: int
+    location: str
+    name: str
+    status: SensorStatus
+    cursor: int
+    started_at: float | None
+    last_tick_at: float | None
+
+
+@dataclass
+class Tick:
+    tick_id: int
+    sensor: str
+    status: TickStatus
+    started_at: float
+    duration_s: float = 0.0
+    events_scanned: int = 0
+    reactions: int = 0
+    run_ids: list[str] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    cursor_before: int = 0
+    cursor_after: int = 0
+
+
+@dataclass
+class Reaction:
+    """What one sensor did about one status event; unique per (sensor, event)."""
+
+    sensor_id: int
+    event_id: int
+    run_id: str
+    state: ReactionState
+    attempts: int = 1
+    next_attempt_at: float | None = None
+    error: str | None = None
+    skip_message: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+    finished_at: float | None = None
+    sensor: str = ""

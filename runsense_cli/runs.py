@@ -1,0 +1,159 @@
+"""Run statuses, the events that record them, and the stored shape of a run."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is in its life; values equal names so they store and print as themselves."""
+
+    QUEUED = "QUEUED"
+    NOT_STARTED = "NOT_STARTED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DagsterRunStatus = RunStatus
+
+FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED})
+IN_PROGRESS_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING})
+
+
+class EventType(str, enum.Enum):
+    """Every row of a run's event log has one of these types."""
+
+    RUN_ENQUEUED = "RUN_ENQUEUED"
+    RUN_STARTING = "RUN_STARTING"
+    RUN_START = "RUN_START"
+    RUN_SUCCESS = "RUN_SUCCESS"
+    RUN_FAILURE = "RUN_FAILURE"
+    RUN_CANCELING = "RUN_CANCELING"
+    RUN_CANCELED = "RUN_CANCELED"
+    STEP_START = "STEP_START"
+    STEP_SUCCESS = "STEP_SUCCESS"
+    STEP_FAILURE = "STEP_FAILURE"
+    LOG = "LOG"
+    SENSOR_REACTION = "SENSOR_REACTION"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The status a run has after each status event; sensors read events of one of these types.
+STATUS_EVENT_TYPES: dict[RunStatus, EventType] = {
+    RunStatus.QUEUED: EventType.RUN_ENQUEUED,
+    RunStatus.STARTING: EventType.RUN_STARTING,
+    RunStatus.STARTED: EventType.RUN_START,
+    RunStatus.SUCCESS: EventType.RUN_SUCCESS,
+    RunStatus.FAILURE: EventType.RUN_FAILURE,
+    RunStatus.CANCELING: EventType.RUN_CANCELING,
+    RunStatus.CANCELED: EventType.RUN_CANCELED,
+}
+STATUS_OF_EVENT: dict[EventType, RunStatus] = {v: k for k, v in STATUS_EVENT_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An exception turned into data that survives storage: class, message and traceback."""
+
+    cls_name: str
+    message: str
+    stack: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"cls_name": self.cls_name, "message": self.message, "stack": self.stack})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ErrorInfo | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(data["cls_name"], data["message"], data.get("stack", ""))
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        import traceback
+
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type(exc).__name__, str(exc), stack)
+
+    def __str__(self) -> str:
+        return f"{self.cls_name}: {self.message}" if self.message else self.cls_name
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One row of the event log; `event_id` is the global order every sensor reads in."""
+
+    event_id: int
+    run_id: str
+    event_type: EventType
+    timestamp: float
+    message: str = ""
+    step_key: str | None = None
+    level: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def is_status_event(self) -> bool:
+        return self.event_type in STATUS_OF_EVENT
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored; what sensors receive as `context.dagster_run`."""
+
+    run_id: str
+    job_name: str
+    status: RunStatus
+    location: str
+    run_config: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    start_time: float | None = None
+    end_time: float | None = None
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    worker_pid: int | None = None
+
+    @property
+    def is_success(self) -> bool:
+        return self.status == RunStatus.SUCCESS
+
+    @property
+    def is_failure(self) -> bool:
+        return self.status == RunStatus.FAILURE
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        if self.start_time is None:
+            return None
+        return (self.end_time or _now()) - self.start_time
+
+    @property
+    def trigger(self) -> str:
+        """Who started this run, for the runs table: a sensor's name or how it was launched."""
+        if sensor := self.tags.get("runsense/sensor"):
+            return f"sensor {sensor}"
+        return self.tags.get("runsense/launched_by", "cli")
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

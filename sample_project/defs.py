@@ -1,0 +1,96 @@
+"""The seed page's jobs and sensors, with only the import line changed from Dagster's."""
+
+from runsense_cli import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    Definitions,
+    RunFailureSensorContext,
+    RunRequest,
+    SkipReason,
+    job,
+    op,
+    run_failure_sensor,
+    run_status_sensor,
+)
+
+
+@op
+def extract() -> list[int]:
+    """Pretend to read a few rows."""
+    return [3, 1, 2]
+
+
+@op
+def transform(rows: list[int]) -> list[int]:
+    return sorted(rows)
+
+
+@op
+def load(context, rows: list[int]) -> int:
+    context.log.info(f"loaded {len(rows)} rows")
+    return len(rows)
+
+
+@job(description="Extract, transform and load a few rows: the sample's main job.")
+def etl_job():
+    load(transform(extract()))
+
+
+@op
+def hello(context) -> str:
+    context.log.info("hello from runsense")
+    return "hello"
+
+
+@job(description="A one-op job that succeeds.")
+def hello_job():
+    hello()
+
+
+@op
+def flaky_op() -> None:
+    raise ValueError("the upstream API returned 503")
+
+
+@job(description="Fails on purpose, to show failure sensors.")
+def failing_job():
+    flaky_op()
+
+
+@op(config_schema={"job_name": str})
+def status_report(context) -> None:
+    context.log.info(f"Job {context.op_config['job_name']} succeeded.")
+
+
+@job
+def status_reporting_job():
+    status_report()
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    request_job=status_reporting_job,
+    default_status=DefaultSensorStatus.RUNNING,
+)
+def report_status_sensor(context):
+    # this condition prevents the sensor from triggering status_reporting_job again after it succeeds
+    if context.dagster_run.job_name != status_reporting_job.name:
+        run_config = {
+            "ops": {"status_report": {"config": {"job_name": context.dagster_run.job_name}}}
+        }
+        return RunRequest(run_key=None, run_config=run_config)
+    else:
+        return SkipReason("Don't report status of status_reporting_job")
+
+
+@run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
+def log_failures(context: RunFailureSensorContext):
+    """Log every failed run with the op that failed; returning None records a reaction event."""
+    for step in context.get_step_failure_events():
+        context.log.warning("run %s: op %s failed: %s", context.dagster_run.run_id, step.step_key, step.error)
+
+
+defs = Definitions(
+    jobs=[etl_job, hello_job, failing_job],
+    sensors=[report_status_sensor, log_failures],
+)
