@@ -56,7 +56,7 @@ class _JobBuilder:
                 f"job '{self.job_name}': op '{op_def.name}' takes {len(params)} input(s), "
                 f"got {len(args)}"
             )
-        given = dict(zip((p.name for p in params), args))
+        given = dict(zip((p.name for p in params), args, strict=False))
         for key, value in kwargs.items():
             if key not in {p.name for p in params} or key in given:
                 raise DefinitionError(f"job '{self.job_name}': op '{op_def.name}' got input '{key}'")

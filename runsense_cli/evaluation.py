@@ -246,7 +246,7 @@ class SensorEvaluator:
             raw = sensor.evaluate_run(context)
         except PermanentReactionError as exc:
             return Outcome(ReactionState.DEAD, error=_describe(exc), permanent=True)
-        except Exception as exc:  # noqa: BLE001 - any error of user code becomes a failed reaction
+        except Exception as exc:
             return Outcome(ReactionState.RETRYING, error=ErrorInfo.from_exception(exc).stack.rstrip())
         try:
             return self._plan(sensor, sensor_id, run, raw, keys_in_page if keys_in_page is not None else {})

@@ -147,7 +147,7 @@ def execute_run(
         except KeyboardInterrupt:
             storage.set_run_status(run, RunStatus.CANCELED, f'Run canceled during step "{node.name}" (interrupted).')
             raise
-        except BaseException as exc:  # noqa: BLE001 - a user op may raise anything, SystemExit too
+        except BaseException as exc:
             error = ErrorInfo.from_exception(exc)
             duration = time.perf_counter() - started
             storage.append_event(

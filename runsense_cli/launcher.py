@@ -79,7 +79,7 @@ class RunLauncher:
     def _still_queued(self, run_id: str) -> bool:
         try:
             return self.storage.get_run(run_id).status == RunStatus.QUEUED
-        except Exception:  # noqa: BLE001 - a vanished run is not queued
+        except Exception:
             return False
 
     def reap(self) -> dict[str, int]:
@@ -118,7 +118,7 @@ class RunLauncher:
         self.reap()
         return len(self.children)
 
-    def wait_for(self, run_ids: set[str], poll: float = 0.05, on_finish=None) -> list[RunRecord]:  # noqa: ANN001
+    def wait_for(self, run_ids: set[str], poll: float = 0.05, on_finish=None) -> list[RunRecord]:
         """Launch and wait until every run in `run_ids` has finished; returns them in order."""
         pending = set(run_ids)
         finished: list[RunRecord] = []

@@ -115,7 +115,7 @@ def load_project(ref: ProjectRef) -> Definitions:
             f"could not import '{ref.module}': syntax error in {where}: {exc.msg}",
             "fix the syntax and run again",
         ) from exc
-    except BaseException as exc:  # noqa: BLE001 - user code at import may raise anything
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise _import_failed(ref, exc) from exc

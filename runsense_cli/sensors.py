@@ -205,9 +205,8 @@ class RunStatusSensorDefinition:
     def evaluate_run(self, context: RunStatusSensorContext) -> Any:
         """Call the function; a generator is drained here so its errors count as the function's."""
         result = self.fn(context)
-        if result is not None and not isinstance(result, (RunRequest, SkipReason, dict, str)):
-            if isinstance(result, Iterable):
-                return list(result)
+        if not isinstance(result, (RunRequest, SkipReason, dict, str)) and isinstance(result, Iterable):
+            return list(result)
         return result
 
     def __call__(self, context: RunStatusSensorContext) -> Any:

@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
         run = storage.get_run(run_id)
         try:
             job = _load_job(storage, run_id, run.job_name)
-        except BaseException as exc:  # noqa: BLE001 - the run must not stay STARTING forever
+        except BaseException as exc:
             storage.set_run_status(
                 run,
                 RunStatus.FAILURE,
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         return 0 if result.success else 1
 
 
-def _load_job(storage: Storage, run_id: str, job_name: str):  # noqa: ANN202
+def _load_job(storage: Storage, run_id: str, job_name: str):
     from .project import ProjectRef, load_project
 
     origin = storage.run_origin(run_id)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from .. import __version__
 from ..errors import ConfigError, RunsenseError
-from .errors import RunsenseGroup
 from .app_state import state_of
+from .errors import RunsenseGroup
 from .state import CliState
 
 # rich_markup_mode=None keeps `--help` on click's plain formatter: it does not import rich,
@@ -36,13 +36,13 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     file: Annotated[
-        Optional[str], typer.Option("--file", "-f", help="Python file holding the Definitions.")
+        str | None, typer.Option("--file", "-f", help="Python file holding the Definitions.")
     ] = None,
     module: Annotated[
-        Optional[str], typer.Option("--module", "-m", help="Module holding the Definitions.")
+        str | None, typer.Option("--module", "-m", help="Module holding the Definitions.")
     ] = None,
     home: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--home", help="State directory (default: $RUNSENSE_HOME or the user data dir)."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
@@ -63,13 +63,13 @@ def run(
     ctx: typer.Context,
     job_name: Annotated[str, typer.Argument(metavar="JOB", help="The job to run.")],
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="Run config file (.json, .toml, .yaml).")
+        Path | None, typer.Option("--config", "-c", help="Run config file (.json, .toml, .yaml).")
     ] = None,
     config_json: Annotated[
-        Optional[str], typer.Option("--config-json", help="Run config as JSON (merged over --config).")
+        str | None, typer.Option("--config-json", help="Run config as JSON (merged over --config).")
     ] = None,
     tag: Annotated[
-        Optional[list[str]], typer.Option("--tag", "-t", help="A run tag, key=value; repeatable.")
+        list[str] | None, typer.Option("--tag", "-t", help="A run tag, key=value; repeatable.")
     ] = None,
 ) -> None:
     """Run JOB here in the foreground; exit 0 on success, 1 on failure."""
@@ -127,7 +127,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except Exception as exc:  # noqa: BLE001 - each parser has its own error type
+    except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {detail}", "fix its syntax") from None
     if not isinstance(data, dict):

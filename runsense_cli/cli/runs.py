@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,8 +17,8 @@ runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True, rich_markup_m
 @runs_app.command("list")
 def list_runs(
     ctx: typer.Context,
-    job: Annotated[Optional[str], typer.Option("--job", help="Only runs of this job.")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status.")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.", min=1)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -71,7 +71,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @sensor_app.command("start")
 def start(
     ctx: typer.Context,
-    names: Annotated[Optional[list[str]], typer.Argument(metavar="NAME...", help="Sensors to start.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to start.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Start every sensor.")] = False,
     from_now: Annotated[
         bool, typer.Option("--from-now", help="Skip events that arrived while the sensor was stopped.")
@@ -101,7 +101,7 @@ def start(
 @sensor_app.command("stop")
 def stop(
     ctx: typer.Context,
-    names: Annotated[Optional[list[str]], typer.Argument(metavar="NAME...", help="Sensors to stop.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to stop.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every sensor.")] = False,
 ) -> None:
     """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped."""
@@ -119,7 +119,7 @@ def stop(
 @sensor_app.command("tick")
 def tick(
     ctx: typer.Context,
-    names: Annotated[Optional[list[str]], typer.Argument(metavar="[NAME...]", help="Sensors to tick (default: all running).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME...]", help="Sensors to tick (default: all running).")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for the requested runs.")] = False,
     max_concurrent_runs: Annotated[int, typer.Option(help="Run workers at most at once.", min=1)] = 4,
 ) -> None:
@@ -187,7 +187,7 @@ def tick(
 def preview(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor to evaluate.")],
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Evaluate against this past run.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Evaluate against this past run.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many waiting events.", min=1)] = 20,
 ) -> None:
     """Evaluate a sensor without storing anything (its function really runs)."""
@@ -247,7 +247,7 @@ def _placeholder_event(run: Any, sensor: Any) -> Any:
 def cursor(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME")],
-    set_to: Annotated[Optional[int], typer.Option("--set", help="Move the cursor to this event id.", min=0)] = None,
+    set_to: Annotated[int | None, typer.Option("--set", help="Move the cursor to this event id.", min=0)] = None,
     from_now: Annotated[bool, typer.Option("--from-now", help="Move the cursor to the newest event.")] = False,
 ) -> None:
     """Show or move a sensor's cursor (the last status event it consumed)."""
@@ -310,7 +310,7 @@ def ticks(
 @sensor_app.command("failures")
 def failures(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(metavar="[NAME]")] = None,
+    name: Annotated[str | None, typer.Argument(metavar="[NAME]")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List failed reactions: RETRYING ones wait for their next attempt, DEAD ones are parked."""
@@ -347,7 +347,7 @@ def retry(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME")],
     all_: Annotated[bool, typer.Option("--all", help="Every parked reaction of the sensor.")] = False,
-    event: Annotated[Optional[int], typer.Option("--event", help="Only the reaction to this event id.")] = None,
+    event: Annotated[int | None, typer.Option("--event", help="Only the reaction to this event id.")] = None,
 ) -> None:
     """Queue parked (DEAD) reactions again, with a fresh retry budget."""
     if all_ == (event is not None):
