@@ -1,56 +1,70 @@
 """runsense: jobs made of ops, and run status sensors that react when their runs end.
 
 The public API mirrors Dagster's run status sensors, so `from dagster import ...` snippets work
-with only the import line changed.
+with only the import line changed. Names are imported on first use (PEP 562), so `runsense --help`
+does not pay for SQLite, logging or slack_sdk.
 """
 
-from .definitions import Definitions, JobDefinition, OpDefinition, job, op
-from .errors import RunsenseError
-from .runs import DagsterRunStatus, RunRecord, RunStatus
-from .sensors import (
-    DefaultSensorStatus,
-    PermanentReactionError,
-    RunFailureSensorContext,
-    RunRequest,
-    RunStatusSensorContext,
-    RunStatusSensorDefinition,
-    SkipReason,
-    build_run_status_sensor_context,
-    run_failure_sensor,
-    run_status_sensor,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DagsterRunStatus",
-    "DefaultSensorStatus",
-    "Definitions",
-    "JobDefinition",
-    "OpDefinition",
-    "PermanentReactionError",
-    "RunFailureSensorContext",
-    "RunRecord",
-    "RunRequest",
-    "RunStatus",
-    "RunStatusSensorContext",
-    "RunStatusSensorDefinition",
-    "RunsenseError",
-    "SkipReason",
-    "__version__",
-    "build_run_status_sensor_context",
-    "job",
-    "make_slack_on_run_failure_sensor",
-    "op",
-    "run_failure_sensor",
-    "run_status_sensor",
-]
+_EXPORTS = {
+    "Definitions": "definitions",
+    "JobDefinition": "definitions",
+    "OpDefinition": "definitions",
+    "job": "definitions",
+    "op": "definitions",
+    "RunsenseError": "errors",
+    "DagsterRunStatus": "runs",
+    "RunRecord": "runs",
+    "RunStatus": "runs",
+    "DefaultSensorStatus": "sensors",
+    "PermanentReactionError": "sensors",
+    "RunFailureSensorContext": "sensors",
+    "RunRequest": "sensors",
+    "RunStatusSensorContext": "sensors",
+    "RunStatusSensorDefinition": "sensors",
+    "SkipReason": "sensors",
+    "build_run_status_sensor_context": "sensors",
+    "run_failure_sensor": "sensors",
+    "run_status_sensor": "sensors",
+    "make_slack_on_run_failure_sensor": "slack",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name: str) -> object:
-    # slack_sdk is imported only by projects that use the Slack sensor.
-    if name == "make_slack_on_run_failure_sensor":
-        from .slack import make_slack_on_run_failure_sensor
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runsense_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return make_slack_on_run_failure_sensor
-    raise AttributeError(f"module 'runsense_cli' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .definitions import Definitions, JobDefinition, OpDefinition, job, op
+    from .errors import RunsenseError
+    from .runs import DagsterRunStatus, RunRecord, RunStatus
+    from .sensors import (
+        DefaultSensorStatus,
+        PermanentReactionError,
+        RunFailureSensorContext,
+        RunRequest,
+        RunStatusSensorContext,
+        RunStatusSensorDefinition,
+        SkipReason,
+        build_run_status_sensor_context,
+        run_failure_sensor,
+        run_status_sensor,
+    )
+    from .slack import make_slack_on_run_failure_sensor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import traceback
 from typing import Any
@@ -18,6 +17,8 @@ class RunsenseGroup(TyperGroup):
     """Turns RunsenseError (and a corrupt database met mid-command) into a line and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        import sqlite3  # here, not at the top: `--help` never gets this far
+
         try:
             return super().invoke(ctx)
         except RunsenseError as exc:
