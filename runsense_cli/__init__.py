@@ -35,7 +35,29 @@ _EXPORTS = {
     "make_slack_on_run_failure_sensor": "slack",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "DagsterRunStatus",
+    "DefaultSensorStatus",
+    "Definitions",
+    "JobDefinition",
+    "OpDefinition",
+    "PermanentReactionError",
+    "RunFailureSensorContext",
+    "RunRecord",
+    "RunRequest",
+    "RunStatus",
+    "RunStatusSensorContext",
+    "RunStatusSensorDefinition",
+    "RunsenseError",
+    "SkipReason",
+    "__version__",
+    "build_run_status_sensor_context",
+    "job",
+    "make_slack_on_run_failure_sensor",
+    "op",
+    "run_failure_sensor",
+    "run_status_sensor",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -107,7 +107,9 @@ def _is_instance(value: Any, expected: type) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "mapping", list: "list", type(None): "null"}.get(type(value), type(value).__name__)
+    return {dict: "mapping", list: "list", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _example(op_name: str, schema: ConfigSchema) -> str:

@@ -59,7 +59,9 @@ class _JobBuilder:
         given = dict(zip((p.name for p in params), args, strict=False))
         for key, value in kwargs.items():
             if key not in {p.name for p in params} or key in given:
-                raise DefinitionError(f"job '{self.job_name}': op '{op_def.name}' got input '{key}'")
+                raise DefinitionError(
+                    f"job '{self.job_name}': op '{op_def.name}' got input '{key}'"
+                )
             given[key] = value
         inputs: dict[str, str] = {}
         for param in params:
@@ -133,7 +135,9 @@ def op(
     """Declare an op: `@op` or `@op(name=..., config_schema=..., description=...)`."""
     if fn is not None:
         return OpDefinition(fn)
-    return lambda f: OpDefinition(f, name=name, config_schema=config_schema, description=description)
+    return lambda f: OpDefinition(
+        f, name=name, config_schema=config_schema, description=description
+    )
 
 
 class JobDefinition:
@@ -157,7 +161,9 @@ class JobDefinition:
         finally:
             _building.reset(token)
         if not builder.nodes:
-            raise DefinitionError(f"job '{self.name}' has no ops", "call at least one op in its body")
+            raise DefinitionError(
+                f"job '{self.name}' has no ops", "call at least one op in its body"
+            )
         self.nodes: list[Node] = builder.nodes
 
     def execute_in_process(
@@ -180,7 +186,10 @@ class JobDefinition:
 def job(fn: Callable[[], Any]) -> JobDefinition: ...
 @overload
 def job(
-    *, name: str | None = None, description: str | None = None, tags: Mapping[str, Any] | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[[], Any]], JobDefinition]: ...
 def job(
     fn: Callable[[], Any] | None = None,
@@ -210,7 +219,9 @@ class Definitions:
             self._add_job(job_def)
         for sensor in sensors or []:
             if not hasattr(sensor, "evaluate_run"):
-                raise DefinitionError(f"sensors= holds {sensor!r}, which is not a run status sensor")
+                raise DefinitionError(
+                    f"sensors= holds {sensor!r}, which is not a run status sensor"
+                )
             if sensor.name in self.sensors:
                 raise DefinitionError(
                     f"two sensors are named '{sensor.name}'", "give each sensor a unique name"
@@ -225,7 +236,9 @@ class Definitions:
         if not isinstance(job_def, JobDefinition):
             raise DefinitionError(f"jobs= holds {job_def!r}, which is not a @job")
         if job_def.name in self.jobs:
-            raise DefinitionError(f"two jobs are named '{job_def.name}'", "give each job a unique name")
+            raise DefinitionError(
+                f"two jobs are named '{job_def.name}'", "give each job a unique name"
+            )
         self.jobs[job_def.name] = job_def
 
     def set_location(self, location: str) -> None:

@@ -163,7 +163,14 @@ class SensorEvaluator:
         assert state is not None
         started = self.clock()
         started_perf = time.perf_counter()
-        tick = Tick(0, sensor.name, TickStatus.STARTED, started, cursor_before=state.cursor, cursor_after=state.cursor)
+        tick = Tick(
+            0,
+            sensor.name,
+            TickStatus.STARTED,
+            started,
+            cursor_before=state.cursor,
+            cursor_after=state.cursor,
+        )
         result = TickResult(sensor.name, tick)
         scope = sensor.scope(self.location)
 
@@ -192,7 +199,15 @@ class SensorEvaluator:
             tick.status = _tick_status(result.reactions)
             tick.duration_s = time.perf_counter() - started_perf
             self.storage.commit_page(
-                sensor_id, tick, reactions, new_runs, run_keys, write_backs, cursor, token, LEASE_TTL_S
+                sensor_id,
+                tick,
+                reactions,
+                new_runs,
+                run_keys,
+                write_backs,
+                cursor,
+                token,
+                LEASE_TTL_S,
             )
 
         # Retries first: they are older than anything new.
@@ -247,9 +262,13 @@ class SensorEvaluator:
         except PermanentReactionError as exc:
             return Outcome(ReactionState.DEAD, error=_describe(exc), permanent=True)
         except Exception as exc:
-            return Outcome(ReactionState.RETRYING, error=ErrorInfo.from_exception(exc).stack.rstrip())
+            return Outcome(
+                ReactionState.RETRYING, error=ErrorInfo.from_exception(exc).stack.rstrip()
+            )
         try:
-            return self._plan(sensor, sensor_id, run, raw, keys_in_page if keys_in_page is not None else {})
+            return self._plan(
+                sensor, sensor_id, run, raw, keys_in_page if keys_in_page is not None else {}
+            )
         except RunsenseError as exc:
             return Outcome(ReactionState.DEAD, error=str(exc), permanent=True)
 
@@ -270,15 +289,21 @@ class SensorEvaluator:
         if isinstance(raw, SkipReason):
             return Outcome(ReactionState.SKIPPED, skip_message=raw.skip_message or "skipped")
         items = [raw] if isinstance(raw, RunRequest) else raw
-        if not isinstance(items, list) or not all(isinstance(i, (RunRequest, SkipReason)) for i in items):
+        if not isinstance(items, list) or not all(
+            isinstance(i, (RunRequest, SkipReason)) for i in items
+        ):
             raise RunsenseError(
                 f"sensor '{sensor.name}' returned {_short_repr(raw)}",
                 "return None, a RunRequest, a SkipReason, or a list of RunRequests",
             )
         requests = [i for i in items if isinstance(i, RunRequest)]
         if not requests:
-            reasons = [i.skip_message for i in items if isinstance(i, SkipReason) and i.skip_message]
-            return Outcome(ReactionState.SKIPPED, skip_message="; ".join(reasons) or "no run requested")
+            reasons = [
+                i.skip_message for i in items if isinstance(i, SkipReason) and i.skip_message
+            ]
+            return Outcome(
+                ReactionState.SKIPPED, skip_message="; ".join(reasons) or "no run requested"
+            )
         outcome = Outcome(ReactionState.SUCCESS)
         new_keys: dict[str, str] = {}
         depth = int(run.tags.get("runsense/depth", "0") or 0) + 1
@@ -294,8 +319,14 @@ class SensorEvaluator:
             config = validate_run_config(target, request.run_config)
             if request.run_key is not None:
                 key = str(request.run_key)
-                owner = new_keys.get(key) or keys_in_page.get(key) or (
-                    self.storage.run_key_owner(sensor_id, key) if sensor_id is not None else None
+                owner = (
+                    new_keys.get(key)
+                    or keys_in_page.get(key)
+                    or (
+                        self.storage.run_key_owner(sensor_id, key)
+                        if sensor_id is not None
+                        else None
+                    )
                 )
                 if owner:
                     outcome.deduped.append(f"run_key '{key}' already requested run {owner}")
@@ -315,7 +346,16 @@ class SensorEvaluator:
                 new_keys[str(request.run_key)] = run_id
                 outcome.run_keys.append((str(request.run_key), run_id))
             outcome.new_runs.append(
-                NewRun(run_id, target.name, target.location, config, tags, run.run_id, root, self.origin)
+                NewRun(
+                    run_id,
+                    target.name,
+                    target.location,
+                    config,
+                    tags,
+                    run.run_id,
+                    root,
+                    self.origin,
+                )
             )
         keys_in_page.update(new_keys)
         if not outcome.new_runs:

@@ -34,7 +34,9 @@ OnStep = Callable[[StepReport], None]
 class RunLogger:
     """`context.log`: each call becomes a LOG event on the run, tagged with the current op."""
 
-    def __init__(self, storage: Storage, run: RunRecord, step_key: str | None, on_step: OnStep | None):
+    def __init__(
+        self, storage: Storage, run: RunRecord, step_key: str | None, on_step: OnStep | None
+    ):
         self._storage = storage
         self._run = run
         self._step_key = step_key
@@ -128,7 +130,10 @@ def execute_run(
     for node in job.nodes:
         started = time.perf_counter()
         storage.append_event(
-            run, EventType.STEP_START, f'Started execution of step "{node.name}".', step_key=node.name
+            run,
+            EventType.STEP_START,
+            f'Started execution of step "{node.name}".',
+            step_key=node.name,
         )
         if on_step:
             on_step(StepReport("start", node.name))
@@ -145,10 +150,12 @@ def execute_run(
             else:
                 outputs[node.name] = node.op.fn(**kwargs)
         except KeyboardInterrupt:
-            storage.set_run_status(run, RunStatus.CANCELED, f'Run canceled during step "{node.name}" (interrupted).')
+            storage.set_run_status(
+                run, RunStatus.CANCELED, f'Run canceled during step "{node.name}" (interrupted).'
+            )
             raise
         except BaseException as exc:
-            error = ErrorInfo.from_exception(exc)
+            error = ErrorInfo.from_exception(exc, skip_frames=1)
             duration = time.perf_counter() - started
             storage.append_event(
                 run,

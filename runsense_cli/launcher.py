@@ -52,7 +52,9 @@ class RunLauncher:
         started: list[str] = []
         if room <= 0:
             return started
-        for run in self.storage.runs_with_status([RunStatus.QUEUED], limit=room + len(self.children)):
+        for run in self.storage.runs_with_status(
+            [RunStatus.QUEUED], limit=room + len(self.children)
+        ):
             if len(started) >= room:
                 break
             if run.run_id in self.children or (run_ids is not None and run.run_id not in run_ids):
@@ -109,7 +111,9 @@ class RunLauncher:
             if current.status not in IN_PROGRESS_STATUSES:
                 continue
             self.storage.set_run_status(
-                current, RunStatus.FAILURE, f'Execution of run for "{run.job_name}" failed. {reason}'
+                current,
+                RunStatus.FAILURE,
+                f'Execution of run for "{run.job_name}" failed. {reason}',
             )
             dead.append(DeadRun(current, reason))
         return dead
@@ -147,4 +151,3 @@ def _death_reason(pid: int, code: int | None) -> str:
     if code is not None:
         return f"Run worker (pid {pid}) exited with code {code} before the run finished."
     return f"Run worker (pid {pid}) is gone and the run never finished."
-

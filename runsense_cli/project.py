@@ -65,13 +65,16 @@ def find_project(
             return ProjectRef(_module_name(name, runsense_toml), str(directory))
     raise ProjectError(
         "no runsense project found here",
-        "pass -f defs.py or -m module, or add [tool.runsense] module = \"...\" to pyproject.toml",
+        'pass -f defs.py or -m module, or add [tool.runsense] module = "..." to pyproject.toml',
     )
 
 
 def _module_name(value: Any, source: Path) -> str:
     if not isinstance(value, str) or not all(part.isidentifier() for part in value.split(".")):
-        raise ProjectError(f"{source}: module = {value!r} is not a module name", 'use e.g. module = "my_project.defs"')
+        raise ProjectError(
+            f"{source}: module = {value!r} is not a module name",
+            'use e.g. module = "my_project.defs"',
+        )
     return value
 
 
@@ -119,7 +122,9 @@ def load_project(ref: ProjectRef) -> Definitions:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise _import_failed(ref, exc) from exc
-    found = [(name, value) for name, value in vars(module).items() if isinstance(value, Definitions)]
+    found = [
+        (name, value) for name, value in vars(module).items() if isinstance(value, Definitions)
+    ]
     if not found:
         raise ProjectError(
             f"module '{ref.module}' has no Definitions object",

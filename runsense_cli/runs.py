@@ -82,10 +82,15 @@ class ErrorInfo:
         return cls(data["cls_name"], data["message"], data.get("stack", ""))
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+    def from_exception(cls, exc: BaseException, skip_frames: int = 0) -> ErrorInfo:
+        """`skip_frames` drops runsense's own calling frames, so a user sees their code first."""
         import traceback
 
-        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = exc.__traceback__
+        for _ in range(skip_frames):
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+        stack = "".join(traceback.format_exception(type(exc), exc, tb))
         return cls(type(exc).__name__, str(exc), stack)
 
     def __str__(self) -> str:

@@ -142,7 +142,9 @@ class RunStatusSensorDefinition:
                 "monitor_all_code_locations=True already watches every job",
             )
         if request_job is not None and request_jobs:
-            raise DefinitionError(f"sensor '{self.name}': give request_job or request_jobs, not both")
+            raise DefinitionError(
+                f"sensor '{self.name}': give request_job or request_jobs, not both"
+            )
         self.request_jobs: list[JobDefinition] = (
             [request_job] if request_job is not None else list(request_jobs or [])
         )
@@ -156,7 +158,9 @@ class RunStatusSensorDefinition:
                     'use job objects, "job_name" or "location:job_name"',
                 )
         if max_retries < 0 or retry_delay_seconds < 0:
-            raise DefinitionError(f"sensor '{self.name}': max_retries and retry_delay_seconds must be >= 0")
+            raise DefinitionError(
+                f"sensor '{self.name}': max_retries and retry_delay_seconds must be >= 0"
+            )
         self.minimum_interval_seconds = minimum_interval_seconds
         self.description = description or (fn.__doc__ or "").strip() or None
         self.monitored_jobs = list(monitored_jobs or [])
@@ -205,7 +209,9 @@ class RunStatusSensorDefinition:
     def evaluate_run(self, context: RunStatusSensorContext) -> Any:
         """Call the function; a generator is drained here so its errors count as the function's."""
         result = self.fn(context)
-        if not isinstance(result, (RunRequest, SkipReason, dict, str)) and isinstance(result, Iterable):
+        if not isinstance(result, (RunRequest, SkipReason, dict, str)) and isinstance(
+            result, Iterable
+        ):
             return list(result)
         return result
 
@@ -291,4 +297,3 @@ def build_run_status_sensor_context(
     if dagster_run.status == RunStatus.FAILURE:
         return RunFailureSensorContext(sensor_name, dagster_run, dagster_event, instance)
     return RunStatusSensorContext(sensor_name, dagster_run, dagster_event, instance)
-

@@ -140,7 +140,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             run_id TEXT NOT NULL,
             PRIMARY KEY (sensor_id, run_key)
         );
-        """
+        """,
     )
 
 
@@ -365,7 +365,9 @@ class Storage:
                 ),
             )
             if status in STATUS_EVENT_TYPES:
-                self._insert_event(run, STATUS_EVENT_TYPES[status], _status_message(run, status), now)
+                self._insert_event(
+                    run, STATUS_EVENT_TYPES[status], _status_message(run, status), now
+                )
         return run
 
     def set_run_status(
@@ -393,7 +395,11 @@ class Storage:
                 f"UPDATE runs SET {assignments} WHERE run_id = ?", (*updates.values(), run.run_id)
             )
             self._insert_event(
-                run, STATUS_EVENT_TYPES[status], message or _status_message(run, status), now, error=error
+                run,
+                STATUS_EVENT_TYPES[status],
+                message or _status_message(run, status),
+                now,
+                error=error,
             )
         return self.get_run(run.run_id)
 
@@ -429,7 +435,13 @@ class Storage:
     ) -> int:
         with self.transaction():
             return self._insert_event(
-                run, event_type, message, time.time() if now is None else now, step_key, level, error
+                run,
+                event_type,
+                message,
+                time.time() if now is None else now,
+                step_key,
+                level,
+                error,
             )
 
     def _insert_event(
@@ -460,7 +472,9 @@ class Storage:
         return int(cursor.lastrowid or 0)
 
     def get_run(self, run_id: str) -> RunRecord:
-        row = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
         if row is None:
             raise RunsenseError(f"no run with id '{run_id}'", "`runsense runs list` shows the runs")
         return _run_from_row(row)
@@ -475,9 +489,13 @@ class Storage:
             (prefix, prefix + "\U0010ffff"),
         ).fetchall()
         if not rows:
-            raise RunsenseError(f"no run id starts with '{prefix}'", "`runsense runs list` shows the runs")
+            raise RunsenseError(
+                f"no run id starts with '{prefix}'", "`runsense runs list` shows the runs"
+            )
         if len(rows) > 1:
-            raise RunsenseError(f"several runs start with '{prefix}'", "give more characters of the id")
+            raise RunsenseError(
+                f"several runs start with '{prefix}'", "give more characters of the id"
+            )
         return _run_from_row(rows[0])
 
     def list_runs(
@@ -500,7 +518,9 @@ class Storage:
             sql += f" LIMIT {int(limit)}"
         return [_run_from_row(row) for row in self.db.execute(sql, params)]
 
-    def runs_with_status(self, statuses: Iterable[RunStatus], limit: int | None = None) -> list[RunRecord]:
+    def runs_with_status(
+        self, statuses: Iterable[RunStatus], limit: int | None = None
+    ) -> list[RunRecord]:
         """Oldest first: the order queued runs are started in."""
         values = [s.value for s in statuses]
         sql = (
@@ -568,7 +588,9 @@ class Storage:
         with self.transaction() as db:
             db.execute("UPDATE sensors SET cursor = ? WHERE id = ?", (cursor, sensor_id))
 
-    def count_status_events_after(self, event_type: EventType, cursor: int, scope: SensorScope) -> int:
+    def count_status_events_after(
+        self, event_type: EventType, cursor: int, scope: SensorScope
+    ) -> int:
         where, params = scope.sql()
         row = self.db.execute(
             f"SELECT count(*) FROM events WHERE event_type = ? AND id > ?{where}",
@@ -576,7 +598,9 @@ class Storage:
         ).fetchone()
         return int(row[0])
 
-    def has_status_events_after(self, event_type: EventType, cursor: int, scope: SensorScope) -> bool:
+    def has_status_events_after(
+        self, event_type: EventType, cursor: int, scope: SensorScope
+    ) -> bool:
         where, params = scope.sql()
         row = self.db.execute(
             f"SELECT 1 FROM events WHERE event_type = ? AND id > ?{where} LIMIT 1",
@@ -617,7 +641,9 @@ class Storage:
         return _event_from_row(row) if row else None
 
     def get_event(self, event_id: int) -> RunEvent | None:
-        row = self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
         return _event_from_row(row) if row else None
 
     # -- leases ------------------------------------------------------------------------------
@@ -628,7 +654,8 @@ class Storage:
         now = time.time()
         with self.transaction() as db:
             row = db.execute(
-                "SELECT lease_pid, lease_token, lease_expires FROM sensors WHERE id = ?", (sensor_id,)
+                "SELECT lease_pid, lease_token, lease_expires FROM sensors WHERE id = ?",
+                (sensor_id,),
             ).fetchone()
             holder_pid, holder_token, expires = row
             if (
@@ -670,9 +697,13 @@ class Storage:
         """Store one page of a tick atomically: either all of it happens or none of it does."""
         now = time.time()
         with self.transaction() as db:
-            holder = db.execute("SELECT lease_token FROM sensors WHERE id = ?", (sensor_id,)).fetchone()
+            holder = db.execute(
+                "SELECT lease_token FROM sensors WHERE id = ?", (sensor_id,)
+            ).fetchone()
             if holder is None or holder[0] != lease_token:
-                raise RunsenseError("lost the sensor's lease to another process; nothing was stored")
+                raise RunsenseError(
+                    "lost the sensor's lease to another process; nothing was stored"
+                )
             self._insert_runs(new_runs, now)
             db.executemany(
                 "INSERT OR IGNORE INTO run_keys (sensor_id, run_key, run_id) VALUES (?, ?, ?)",
@@ -813,7 +844,9 @@ class Storage:
     def record_tick(self, sensor_id: int, tick: Tick) -> None:
         with self.transaction():
             self._save_tick(sensor_id, tick)
-            self.db.execute("UPDATE sensors SET last_tick_at = ? WHERE id = ?", (time.time(), sensor_id))
+            self.db.execute(
+                "UPDATE sensors SET last_tick_at = ? WHERE id = ?", (time.time(), sensor_id)
+            )
 
     def run_key_owner(self, sensor_id: int, run_key: str) -> str | None:
         row = self.db.execute(
@@ -893,7 +926,12 @@ class Storage:
             "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?, finished_at = NULL"
             " WHERE sensor_id = ? AND state = ?"
         )
-        params: list[Any] = [ReactionState.RETRYING.value, time.time(), sensor_id, ReactionState.DEAD.value]
+        params: list[Any] = [
+            ReactionState.RETRYING.value,
+            time.time(),
+            sensor_id,
+            ReactionState.DEAD.value,
+        ]
         if event_id is not None:
             sql += " AND event_id = ?"
             params.append(event_id)
@@ -901,7 +939,9 @@ class Storage:
             return db.execute(sql, params).rowcount
 
     def reaction_counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT state, count(*) FROM reactions GROUP BY state").fetchall())
+        return dict(
+            self.db.execute("SELECT state, count(*) FROM reactions GROUP BY state").fetchall()
+        )
 
 
 _RUN_FIELDS = (
@@ -1012,4 +1052,3 @@ def _locked_error(exc: sqlite3.OperationalError) -> StorageError:
             "another runsense process is holding it; try again",
         )
     return StorageError(f"database error: {exc}")
-

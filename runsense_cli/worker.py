@@ -31,7 +31,9 @@ def main(argv: list[str]) -> int:
         return 2
     with storage:
         run = storage.get_run(run_id)
-        if run.status != RunStatus.QUEUED or not storage.claim_run(run_id, RunStatus.QUEUED, os.getpid()):
+        if run.status != RunStatus.QUEUED or not storage.claim_run(
+            run_id, RunStatus.QUEUED, os.getpid()
+        ):
             return 0
         run = storage.get_run(run_id)
         try:

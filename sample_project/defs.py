@@ -87,7 +87,9 @@ def report_status_sensor(context):
 def log_failures(context: RunFailureSensorContext):
     """Log every failed run with the op that failed; returning None records a reaction event."""
     for step in context.get_step_failure_events():
-        context.log.warning("run %s: op %s failed: %s", context.dagster_run.run_id, step.step_key, step.error)
+        context.log.warning(
+            "run %s: op %s failed: %s", context.dagster_run.run_id, step.step_key, step.error
+        )
 
 
 defs = Definitions(

@@ -43,7 +43,9 @@ def root(
     ] = None,
     home: Annotated[
         str | None,
-        typer.Option("--home", help="State directory (default: $RUNSENSE_HOME or the user data dir)."),
+        typer.Option(
+            "--home", help="State directory (default: $RUNSENSE_HOME or the user data dir)."
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
     version: Annotated[
@@ -101,7 +103,10 @@ def _load_run_config(path: Path | None, inline: str | None) -> dict[str, Any]:
         try:
             extra = json.loads(inline)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config-json is not valid JSON: {exc}", "quote it for the shell: --config-json '{...}'") from None
+            raise ConfigError(
+                f"--config-json is not valid JSON: {exc}",
+                "quote it for the shell: --config-json '{...}'",
+            ) from None
         if not isinstance(extra, dict):
             raise ConfigError("--config-json must be a JSON object")
         config = _merge(config, extra)
@@ -112,7 +117,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", "check the path given to --config") from None
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}", "check the path given to --config"
+        ) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
@@ -129,7 +136,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {detail}", "fix its syntax") from None
+        raise ConfigError(
+            f"config file {path} is not valid {suffix[1:].upper()}: {detail}", "fix its syntax"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -149,7 +158,9 @@ def _yaml_loads(text: str) -> Any:
     try:
         import yaml  # type: ignore[import-untyped]
     except ImportError:
-        raise ConfigError("reading YAML config needs PyYAML", "pip install pyyaml, or use .json / .toml") from None
+        raise ConfigError(
+            "reading YAML config needs PyYAML", "pip install pyyaml, or use .json / .toml"
+        ) from None
     return yaml.safe_load(text)
 
 
@@ -200,7 +211,9 @@ def jobs(
     for column in ("job", "ops", "description"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], " → ".join(row["ops"]), (row["description"] or "").split("\n")[0])
+        table.add_row(
+            row["name"], " → ".join(row["ops"]), (row["description"] or "").split("\n")[0]
+        )
     render.console().print(table)
 
 

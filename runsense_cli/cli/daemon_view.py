@@ -90,7 +90,9 @@ class LiveReporter:
             self.recent.appendleft(f"{time.strftime('%H:%M:%S')} run {run_id[:8]} launched")
 
     def dead(self, dead: DeadRun) -> None:
-        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} run {dead.run.run_id[:8]} FAILURE: {dead.reason}")
+        self.recent.appendleft(
+            f"{time.strftime('%H:%M:%S')} run {dead.run.run_id[:8]} FAILURE: {dead.reason}"
+        )
 
     def error(self, message: str) -> None:
         self.recent.appendleft(f"{time.strftime('%H:%M:%S')} error: {message}")
@@ -122,9 +124,13 @@ class LiveReporter:
                 sensor.run_status.value,
                 render.styled(state.status.value),
                 str(lag),
-                f"{render.styled(last.status.value)} {render.ago(last.started_at)}" if last else "never",
+                f"{render.styled(last.status.value)} {render.ago(last.started_at)}"
+                if last
+                else "never",
             )
         running = ev.storage.runs_with_status(IN_PROGRESS_STATUSES, limit=10)
         runs = render.runs_table(running) if running else "No runs in progress."
         recent = "\n".join(self.recent) or "No reactions yet."
-        self.live.update(Group(sensors, "[bold]Runs in progress[/bold]", runs, "[bold]Recent[/bold]", recent))
+        self.live.update(
+            Group(sensors, "[bold]Runs in progress[/bold]", runs, "[bold]Recent[/bold]", recent)
+        )

@@ -24,7 +24,13 @@ class RunsenseGroup(TyperGroup):
         except RunsenseError as exc:
             fail(ctx, exc, exc.exit_code)
         except sqlite3.DatabaseError as exc:
-            fail(ctx, RunsenseError(f"database error: {exc}", "the file may be damaged; try another --home"), 2)
+            fail(
+                ctx,
+                RunsenseError(
+                    f"database error: {exc}", "the file may be damaged; try another --home"
+                ),
+                2,
+            )
 
 
 def fail(ctx: Any, exc: BaseException, code: int) -> None:

@@ -14,13 +14,17 @@ class RunPrinter:
         self.out = render.console()
 
     def begin(self) -> None:
-        self.out.print(f"Run [bold]{self.run.run_id[:8]}[/bold] of [bold]{self.run.job_name}[/bold] started")
+        self.out.print(
+            f"Run [bold]{self.run.run_id[:8]}[/bold] of [bold]{self.run.job_name}[/bold] started"
+        )
 
     def step(self, report: StepReport) -> None:
         if report.kind == "start":
             self.out.print(f"  [cyan]▶[/cyan] {report.step_key}")
         elif report.kind == "success":
-            self.out.print(f"  [green]✔[/green] {report.step_key} [dim]{render.duration(report.duration)}[/dim]")
+            self.out.print(
+                f"  [green]✔[/green] {report.step_key} [dim]{render.duration(report.duration)}[/dim]"
+            )
         elif report.kind == "failure":
             self.out.print(f"  [red]✘[/red] {report.step_key} failed: {report.error}", markup=True)
             if self.verbose and report.error is not None:

@@ -18,8 +18,12 @@ runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True, rich_markup_m
 def list_runs(
     ctx: typer.Context,
     job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.", min=1)] = 20,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many runs.", min=1)
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List runs, newest first."""
@@ -51,12 +55,16 @@ def show_run(
     run = storage.find_run(run_id)
     events = storage.events_for_run(run.run_id)
     if as_json:
-        render.print_json({**render.run_json(run), "events": [render.event_json(e) for e in events]})
+        render.print_json(
+            {**render.run_json(run), "events": [render.event_json(e) for e in events]}
+        )
         return
     out = render.console()
     out.print(f"[bold]Run {run.run_id}[/bold]  {render.styled(run.status.value)}")
     out.print(f"job: {run.job_name}   location: {run.location}   trigger: {run.trigger}")
-    out.print(f"started: {render.local_time(run.start_time)}   duration: {render.duration(run.duration)}")
+    out.print(
+        f"started: {render.local_time(run.start_time)}   duration: {render.duration(run.duration)}"
+    )
     if run.parent_run_id:
         out.print(f"parent run: {run.parent_run_id}   root run: {run.root_run_id}")
     user_tags = {k: v for k, v in run.tags.items()}

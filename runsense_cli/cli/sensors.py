@@ -12,7 +12,9 @@ from ..records import ReactionState, SensorStatus
 from . import render
 from .app_state import state_of
 
-sensor_app = typer.Typer(help="Inspect and drive run status sensors.", no_args_is_help=True, rich_markup_mode=None)
+sensor_app = typer.Typer(
+    help="Inspect and drive run status sensors.", no_args_is_help=True, rich_markup_mode=None
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -24,7 +26,9 @@ def _pick(ctx: typer.Context, names: list[str] | None, all_: bool) -> list[Any]:
     if all_:
         return list(definitions.sensors.values())
     if not names:
-        raise RunsenseError("name at least one sensor, or pass --all", "`runsense sensor list` lists them")
+        raise RunsenseError(
+            "name at least one sensor, or pass --all", "`runsense sensor list` lists them"
+        )
     return [definitions.get_sensor(name) for name in names]
 
 
@@ -36,9 +40,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for sensor in evaluator.definitions.sensors.values():
         sensor_state = evaluator.state(sensor)
         last = evaluator.storage.last_tick(sensor_state.sensor_id)
-        rows.append(
-            (sensor, sensor_state, evaluator.lag(sensor, sensor_state), last)
-        )
+        rows.append((sensor, sensor_state, evaluator.lag(sensor, sensor_state), last))
     if as_json:
         render.print_json(
             [
@@ -56,7 +58,9 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for column in ("sensor", "watches", "state", "monitors", "waiting", "last tick"):
         table.add_column(column, overflow="fold")
     for sensor, sensor_state, lag, last in rows:
-        last_text = f"{render.styled(last.status.value)} {render.ago(last.started_at)}" if last else "never"
+        last_text = (
+            f"{render.styled(last.status.value)} {render.ago(last.started_at)}" if last else "never"
+        )
         table.add_row(
             sensor.name,
             sensor.run_status.value,
@@ -71,10 +75,13 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @sensor_app.command("start")
 def start(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to start.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to start.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Start every sensor.")] = False,
     from_now: Annotated[
-        bool, typer.Option("--from-now", help="Skip events that arrived while the sensor was stopped.")
+        bool,
+        typer.Option("--from-now", help="Skip events that arrived while the sensor was stopped."),
     ] = False,
 ) -> None:
     """Start sensors; a sensor resumes from its cursor unless --from-now."""
@@ -95,13 +102,17 @@ def start(
                 "handled on its next tick (start with --from-now to skip them)."
             )
         else:
-            out.print(f"Started {sensor.name}: it reacts to runs that reach {sensor.run_status.value} from now on.")
+            out.print(
+                f"Started {sensor.name}: it reacts to runs that reach {sensor.run_status.value} from now on."
+            )
 
 
 @sensor_app.command("stop")
 def stop(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to stop.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to stop.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every sensor.")] = False,
 ) -> None:
     """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped."""
@@ -119,9 +130,16 @@ def stop(
 @sensor_app.command("tick")
 def tick(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME...]", help="Sensors to tick (default: all running).")] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for the requested runs.")] = False,
-    max_concurrent_runs: Annotated[int, typer.Option(help="Run workers at most at once.", min=1)] = 4,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NAME...]", help="Sensors to tick (default: all running)."),
+    ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Do not wait for the requested runs.")
+    ] = False,
+    max_concurrent_runs: Annotated[
+        int, typer.Option(help="Run workers at most at once.", min=1)
+    ] = 4,
 ) -> None:
     """Tick running sensors once: handle every waiting event, then run what they requested."""
     from ..launcher import RunLauncher
@@ -133,11 +151,14 @@ def tick(
         for sensor in sensors:
             if evaluator.state(sensor).status != SensorStatus.RUNNING:
                 raise RunsenseError(
-                    f"sensor '{sensor.name}' is stopped", f"start it first: runsense sensor start {sensor.name}"
+                    f"sensor '{sensor.name}' is stopped",
+                    f"start it first: runsense sensor start {sensor.name}",
                 )
     else:
         sensors = [
-            s for s in state.definitions.sensors.values() if evaluator.state(s).status == SensorStatus.RUNNING
+            s
+            for s in state.definitions.sensors.values()
+            if evaluator.state(s).status == SensorStatus.RUNNING
         ]
     out = render.console()
     if not sensors:
@@ -187,7 +208,9 @@ def tick(
 def preview(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor to evaluate.")],
-    run_id: Annotated[str | None, typer.Option("--run", help="Evaluate against this past run.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Evaluate against this past run.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many waiting events.", min=1)] = 20,
 ) -> None:
     """Evaluate a sensor without storing anything (its function really runs)."""
@@ -204,19 +227,27 @@ def preview(
         run = storage.find_run(run_id)
         event = storage.status_event_for_run(run.run_id, sensor.event_type)
         if event is None:
-            err.print(f"[yellow]note:[/yellow] run {run.run_id[:8]} never reached {sensor.run_status.value}; previewing anyway.")
+            err.print(
+                f"[yellow]note:[/yellow] run {run.run_id[:8]} never reached {sensor.run_status.value}; previewing anyway."
+            )
         pairs = [(event, run)]
     else:
         cursor = sensor_state.cursor if sensor_state else storage.newest_event_id()
-        page, _ = storage.status_events_after(sensor.event_type, cursor, sensor.scope(evaluator.location), limit)
+        page, _ = storage.status_events_after(
+            sensor.event_type, cursor, sensor.scope(evaluator.location), limit
+        )
         pairs = list(page)
         if not pairs:
-            render.console().print(f"No {sensor.run_status.value} events waiting for {sensor.name}; use --run RUN_ID to try a past run.")
+            render.console().print(
+                f"No {sensor.run_status.value} events waiting for {sensor.name}; use --run RUN_ID to try a past run."
+            )
             return
     build_message = getattr(sensor, "build_message", None)
     out = render.console()
     if build_message is None:
-        err.print("[yellow]warning:[/yellow] preview calls the sensor's function for real; its side effects happen, nothing is stored.")
+        err.print(
+            "[yellow]warning:[/yellow] preview calls the sensor's function for real; its side effects happen, nothing is stored."
+        )
     sensor_id = sensor_state.sensor_id if sensor_state else None
     for event, run in pairs:
         header = f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}):"
@@ -230,7 +261,10 @@ def preview(
             out.print(f"{header} [red]would fail[/red]: {outcome.error}")
         elif outcome.new_runs:
             for new in outcome.new_runs:
-                out.print(f"{header} would request a run of {new.job_name} with config {json.dumps(new.run_config)}", markup=False)
+                out.print(
+                    f"{header} would request a run of {new.job_name} with config {json.dumps(new.run_config)}",
+                    markup=False,
+                )
         elif outcome.state == ReactionState.SKIPPED:
             out.print(f"{header} would skip: {outcome.skip_message}", markup=False)
         else:
@@ -247,8 +281,12 @@ def _placeholder_event(run: Any, sensor: Any) -> Any:
 def cursor(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME")],
-    set_to: Annotated[int | None, typer.Option("--set", help="Move the cursor to this event id.", min=0)] = None,
-    from_now: Annotated[bool, typer.Option("--from-now", help="Move the cursor to the newest event.")] = False,
+    set_to: Annotated[
+        int | None, typer.Option("--set", help="Move the cursor to this event id.", min=0)
+    ] = None,
+    from_now: Annotated[
+        bool, typer.Option("--from-now", help="Move the cursor to the newest event.")
+    ] = False,
 ) -> None:
     """Show or move a sensor's cursor (the last status event it consumed)."""
     evaluator = state_of(ctx).evaluator
@@ -289,7 +327,17 @@ def ticks(
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for column in ("tick", "started", "status", "events", "reactions", "runs", "cursor", "took", "notes"):
+    for column in (
+        "tick",
+        "started",
+        "status",
+        "events",
+        "reactions",
+        "runs",
+        "cursor",
+        "took",
+        "notes",
+    ):
         table.add_column(column, overflow="fold")
     for t in found:
         notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
@@ -315,7 +363,11 @@ def failures(
 ) -> None:
     """List failed reactions: RETRYING ones wait for their next attempt, DEAD ones are parked."""
     evaluator = state_of(ctx).evaluator
-    sensors = [evaluator.definitions.get_sensor(name)] if name else list(evaluator.definitions.sensors.values())
+    sensors = (
+        [evaluator.definitions.get_sensor(name)]
+        if name
+        else list(evaluator.definitions.sensors.values())
+    )
     found = evaluator.storage.failed_reactions([evaluator.state(s).sensor_id for s in sensors])
     if as_json:
         render.print_json([render.failure_json(r) for r in found])
@@ -346,17 +398,26 @@ def failures(
 def retry(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME")],
-    all_: Annotated[bool, typer.Option("--all", help="Every parked reaction of the sensor.")] = False,
-    event: Annotated[int | None, typer.Option("--event", help="Only the reaction to this event id.")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every parked reaction of the sensor.")
+    ] = False,
+    event: Annotated[
+        int | None, typer.Option("--event", help="Only the reaction to this event id.")
+    ] = None,
 ) -> None:
     """Queue parked (DEAD) reactions again, with a fresh retry budget."""
     if all_ == (event is not None):
-        raise RunsenseError("give --all or --event ID", "`runsense sensor failures` lists parked reactions")
+        raise RunsenseError(
+            "give --all or --event ID", "`runsense sensor failures` lists parked reactions"
+        )
     evaluator = state_of(ctx).evaluator
     sensor = evaluator.definitions.get_sensor(name)
     count = evaluator.storage.requeue_reactions(evaluator.state(sensor).sensor_id, event)
     if event is not None and count == 0:
-        raise RunsenseError(f"sensor '{name}' has no parked reaction for event {event}", "`runsense sensor failures` lists them")
+        raise RunsenseError(
+            f"sensor '{name}' has no parked reaction for event {event}",
+            "`runsense sensor failures` lists them",
+        )
     render.console().print(
         f"Queued {count} reaction(s) of {name} for retry; the daemon or `runsense sensor tick {name}` runs them."
     )

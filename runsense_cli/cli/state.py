@@ -65,6 +65,7 @@ class CliState:
             from ..evaluation import SensorEvaluator
 
             definitions = self.definitions
+            _show_sensor_logs()
             self._evaluator = SensorEvaluator(
                 self.storage, definitions, self.project_ref.to_origin()
             )
@@ -75,3 +76,16 @@ class CliState:
         if self._storage is not None:
             self._storage.close()
             self._storage = None
+
+
+def _show_sensor_logs() -> None:
+    """Send what sensors write to `context.log` to stderr, labelled with the sensor's name."""
+    import logging
+
+    logger = logging.getLogger("runsense.sensor")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
