@@ -203,10 +203,18 @@ class Storage:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None) -> Storage:
-        """Open (creating if needed) the home's database, refusing files runsense cannot use."""
+    def open(cls, home: str | os.PathLike[str] | None = None, *, create: bool = True) -> Storage:
+        """Open (creating if needed) the home's database, refusing files runsense cannot use.
+
+        With `create=False` a missing database opens as an empty one in memory, so commands that
+        only read never leave a file behind.
+        """
         directory = resolve_home(home)
         path = directory / DB_FILENAME
+        if not create and not path.exists():
+            storage = cls(path, sqlite3.connect(":memory:", isolation_level=None))
+            storage._prepare(0)
+            return storage
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:

@@ -176,7 +176,7 @@ def test_a_failing_op_fails_the_run_and_stops_later_ops():
     assert result.failed_step == "explode"
     storage = Storage.open()
     events = storage.events_for_run(result.run_id)
-    failure = [e for e in events if e.event_type.value == "STEP_FAILURE"][0]
+    failure = next(e for e in events if e.event_type.value == "STEP_FAILURE")
     assert failure.error is not None and "ValueError: kaput" in failure.error.stack
     assert events[-1].event_type.value == "RUN_FAILURE"
     assert 'Step "explode" failed: ValueError: kaput' in events[-1].message

@@ -34,7 +34,7 @@ def list_runs(
         except ValueError:
             known = ", ".join(s.value for s in RunStatus)
             raise RunsenseError(f"unknown status '{status}'", f"use one of {known}") from None
-    runs = state_of(ctx).storage.list_runs(job, wanted, limit)
+    runs = state_of(ctx).reader.list_runs(job, wanted, limit)
     if as_json:
         render.print_json([render.run_json(run) for run in runs])
         return
@@ -51,7 +51,7 @@ def show_run(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a run and its event log."""
-    storage = state_of(ctx).storage
+    storage = state_of(ctx).reader
     run = storage.find_run(run_id)
     events = storage.events_for_run(run.run_id)
     if as_json:

@@ -85,10 +85,11 @@ def start(
     ] = False,
 ) -> None:
     """Start sensors; a sensor resumes from its cursor unless --from-now."""
+    sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
     storage = evaluator.storage
     out = render.console()
-    for sensor in _pick(ctx, names, all_):
+    for sensor in sensors:
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.RUNNING:
             out.print(f"{sensor.name} is already running.")
@@ -116,9 +117,10 @@ def stop(
     all_: Annotated[bool, typer.Option("--all", help="Stop every sensor.")] = False,
 ) -> None:
     """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped."""
+    sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
     out = render.console()
-    for sensor in _pick(ctx, names, all_):
+    for sensor in sensors:
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.STOPPED:
             out.print(f"{sensor.name} is already stopped.")
@@ -289,8 +291,8 @@ def cursor(
     ] = False,
 ) -> None:
     """Show or move a sensor's cursor (the last status event it consumed)."""
+    sensor = state_of(ctx).definitions.get_sensor(name)
     evaluator = state_of(ctx).evaluator
-    sensor = evaluator.definitions.get_sensor(name)
     storage = evaluator.storage
     sensor_state = evaluator.state(sensor)
     newest = storage.newest_event_id()
@@ -318,8 +320,9 @@ def ticks(
     as_json: JsonOption = False,
 ) -> None:
     """Show a sensor's recent ticks."""
+    sensor = state_of(ctx).definitions.get_sensor(name)
     evaluator = state_of(ctx).evaluator
-    sensor_state = evaluator.state(evaluator.definitions.get_sensor(name))
+    sensor_state = evaluator.state(sensor)
     found = evaluator.storage.list_ticks(sensor_state.sensor_id, limit)
     if as_json:
         render.print_json([render.tick_json(t) for t in found])
@@ -362,12 +365,9 @@ def failures(
     as_json: JsonOption = False,
 ) -> None:
     """List failed reactions: RETRYING ones wait for their next attempt, DEAD ones are parked."""
+    definitions = state_of(ctx).definitions
+    sensors = [definitions.get_sensor(name)] if name else list(definitions.sensors.values())
     evaluator = state_of(ctx).evaluator
-    sensors = (
-        [evaluator.definitions.get_sensor(name)]
-        if name
-        else list(evaluator.definitions.sensors.values())
-    )
     found = evaluator.storage.failed_reactions([evaluator.state(s).sensor_id for s in sensors])
     if as_json:
         render.print_json([render.failure_json(r) for r in found])
@@ -410,8 +410,8 @@ def retry(
         raise RunsenseError(
             "give --all or --event ID", "`runsense sensor failures` lists parked reactions"
         )
+    sensor = state_of(ctx).definitions.get_sensor(name)
     evaluator = state_of(ctx).evaluator
-    sensor = evaluator.definitions.get_sensor(name)
     count = evaluator.storage.requeue_reactions(evaluator.state(sensor).sensor_id, event)
     if event is not None and count == 0:
         raise RunsenseError(

@@ -60,6 +60,15 @@ class CliState:
         return self._storage
 
     @property
+    def reader(self) -> Storage:
+        """Storage for commands that only read: a missing database is empty, not created."""
+        if self._storage is None:
+            from ..storage import Storage
+
+            return Storage.open(self.home_option, create=False)
+        return self._storage
+
+    @property
     def evaluator(self) -> SensorEvaluator:
         if self._evaluator is None:
             from ..evaluation import SensorEvaluator
