@@ -224,6 +224,12 @@ def daemon(
     max_concurrent_runs: Annotated[
         int, typer.Option(help="Run workers at most at once.", min=1)
     ] = 4,
+    page_size: Annotated[
+        int,
+        typer.Option(
+            help="Events per committed page (smaller: slow sensors commit sooner).", min=1
+        ),
+    ] = 1000,
 ) -> None:
     """Run the sensor daemon in the foreground until Ctrl-C or SIGTERM."""
     from ..daemon import Daemon, DaemonLock
@@ -232,6 +238,7 @@ def daemon(
 
     state = state_of(ctx)
     evaluator = state.evaluator
+    evaluator.page_size = page_size
     lock = DaemonLock(state.home / "daemon.lock")
     lock.acquire()
     try:
