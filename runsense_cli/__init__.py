@@ -33,12 +33,14 @@ _EXPORTS = {
     "run_failure_sensor": "sensors",
     "run_status_sensor": "sensors",
     "make_slack_on_run_failure_sensor": "slack",
+    "EnvVar": "slack",
 }
 
 __all__ = [
     "DagsterRunStatus",
     "DefaultSensorStatus",
     "Definitions",
+    "EnvVar",
     "JobDefinition",
     "OpDefinition",
     "PermanentReactionError",
@@ -89,4 +91,4 @@ if TYPE_CHECKING:
         run_failure_sensor,
         run_status_sensor,
     )
-    from .slack import make_slack_on_run_failure_sensor
+    from .slack import EnvVar, make_slack_on_run_failure_sensor
