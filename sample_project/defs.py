@@ -1,13 +1,17 @@
 """The seed page's jobs and sensors, with only the import line changed from Dagster's."""
 
+import os
+
 from runsense_cli import (
     DagsterRunStatus,
     DefaultSensorStatus,
     Definitions,
+    EnvVar,
     RunFailureSensorContext,
     RunRequest,
     SkipReason,
     job,
+    make_slack_on_run_failure_sensor,
     op,
     run_failure_sensor,
     run_status_sensor,
@@ -92,7 +96,17 @@ def log_failures(context: RunFailureSensorContext):
         )
 
 
+# Posts every failed run to Slack. It starts RUNNING only when a token is set at its first load;
+# otherwise: export SLACK_BOT_TOKEN=xoxb-... and `runsense sensor start slack_on_run_failure`.
+slack_on_run_failure = make_slack_on_run_failure_sensor(
+    channel=os.environ.get("RUNSENSE_SLACK_CHANNEL", "#alerts"),
+    slack_token=EnvVar("SLACK_BOT_TOKEN"),
+    default_status=DefaultSensorStatus.RUNNING
+    if os.environ.get("SLACK_BOT_TOKEN")
+    else DefaultSensorStatus.STOPPED,
+)
+
 defs = Definitions(
     jobs=[etl_job, hello_job, failing_job],
-    sensors=[report_status_sensor, log_failures],
+    sensors=[report_status_sensor, log_failures, slack_on_run_failure],
 )

@@ -256,7 +256,7 @@ def preview(
         if build_message is not None:
             message = build_message(sensor.build_context(run, event, storage))
             out.print(f"{header} would post to Slack (nothing is sent):")
-            out.print(json.dumps(message, indent=2), markup=False, highlight=False)
+            typer.echo(json.dumps(message, indent=2))  # not rich: wrapping would break the JSON
             continue
         outcome = evaluator.react(sensor, sensor_id, event or _placeholder_event(run, sensor), run)
         if outcome.error:
