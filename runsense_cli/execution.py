@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import validate_run_config
+from .home import database_path
 from .runs import ErrorInfo, EventType, RunRecord, RunStatus
 from .storage import Storage
 
@@ -219,12 +220,32 @@ def execute_in_process(
 ) -> RunResult:
     """`job.execute_in_process`: validate, store and run the job here, like any other run."""
     config = validate_run_config(job, run_config)
-    with Storage.open(home) as storage:
-        run = start_run(storage, job, config, tags, launched_by="execute_in_process")
-        result = execute_run(storage, job, run)
+    storage = _shared_storage(home)
+    run = start_run(storage, job, config, tags, launched_by="execute_in_process")
+    result = execute_run(storage, job, run)
     if raise_on_error and result.error is not None:
         raise RuntimeError(f'step "{result.failed_step}" failed: {result.error}')
     return result
+
+
+# One open connection per (process, database file) for execute_in_process: closing the last
+# connection to a WAL database checkpoints it, which costs more than the whole run.
+_open_storages: dict[tuple[int, str], tuple[int, Storage]] = {}
+
+
+def _shared_storage(home: str | None) -> Storage:
+    path = str(database_path(home))
+    key = (os.getpid(), path)
+    cached = _open_storages.get(key)
+    try:
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        inode = -1
+    if cached is not None and cached[0] == inode:
+        return cached[1]
+    storage = Storage.open(home)
+    _open_storages[key] = (os.stat(path).st_ino, storage)
+    return storage
 
 
 def _format_duration(seconds: float) -> str:

@@ -106,7 +106,8 @@ def load_project(ref: ProjectRef) -> Definitions:
     except ProjectError:
         raise
     except ModuleNotFoundError as exc:
-        if exc.name and ref.module.startswith(exc.name):
+        # The project module itself (or a package on its path) is missing, not an import inside it.
+        if exc.name and (ref.module == exc.name or ref.module.startswith(exc.name + ".")):
             raise ProjectError(
                 f"no module named '{ref.module}' (looked in {ref.directory} and on sys.path)",
                 "run from the project's directory, or use -f path/to/defs.py",
