@@ -105,7 +105,10 @@ class SensorEvaluator:
         return state
 
     def lag(self, sensor: RunStatusSensorDefinition, state: SensorState | None = None) -> int:
+        """Status events waiting; a sensor never started has none (its first start skips them)."""
         state = state or self.state(sensor)
+        if state.started_at is None:
+            return 0
         return self.storage.count_status_events_after(
             sensor.event_type, state.cursor, sensor.scope(self.location)
         )

@@ -584,9 +584,12 @@ class Storage:
     ) -> None:
         with self.transaction() as db:
             if status == SensorStatus.RUNNING:
+                # A first start begins at the newest event (runs that ended before it never
+                # fire); a restart resumes from the cursor the sensor stopped at.
                 db.execute(
-                    "UPDATE sensors SET status = ?, started_at = ?, cursor = coalesce(?, cursor)"
-                    " WHERE id = ?",
+                    "UPDATE sensors SET status = ?, started_at = ?, cursor = coalesce(?,"
+                    " CASE WHEN started_at IS NULL THEN (SELECT coalesce(max(id), 0) FROM events)"
+                    " ELSE cursor END) WHERE id = ?",
                     (status.value, time.time(), cursor, sensor_id),
                 )
             else:
