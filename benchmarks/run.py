@@ -297,19 +297,12 @@ def bench_daemon_latency(b: Bench, quick: bool) -> list[Result]:
         for _ in range(runs):
             b.module.one_op_job.execute_in_process(home=str(home))
             time.sleep(rng.uniform(0.3, 0.7))
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while len(delays := _reaction_delays(home)) < runs and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
-    connection = sqlite3.connect(home / "runsense.db")
-    delays = [
-        reacted - ended
-        for ended, reacted in connection.execute(
-            "SELECT e.timestamp, r.created_at FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
-            " JOIN events e ON e.id = r.event_id WHERE s.name = 'on_success'"
-        )
-    ]
-    connection.close()
     assert len(delays) == runs, f"{len(delays)} reactions for {runs} runs"
     delays.sort()
     p95 = delays[min(len(delays) - 1, round(0.95 * len(delays)) - 1)]
@@ -324,6 +317,20 @@ def bench_daemon_latency(b: Bench, quick: bool) -> list[Result]:
         ),
         Result("daemon: run end → reaction stored", f"{runs} runs", p95, "s", 1.0, "p95"),
     ]
+
+
+def _reaction_delays(home: Path) -> list[float]:
+    connection = sqlite3.connect(home / "runsense.db", timeout=30)
+    try:
+        return [
+            reacted - ended
+            for ended, reacted in connection.execute(
+                "SELECT e.timestamp, r.created_at FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+                " JOIN events e ON e.id = r.event_id WHERE s.name = 'on_success'"
+            )
+        ]
+    finally:
+        connection.close()
 
 
 def bench_daemon_idle(b: Bench, quick: bool) -> list[Result]:

@@ -232,11 +232,20 @@ class Storage:
             )
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
+            # Our schema and its version are written in one transaction, so tables at version 0
+            # mean another program's database: refuse it before WAL or a migration touches it.
+            foreign = not version and connection.execute("SELECT 1 FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StorageError(
                 f"{path} is not a usable runsense database ({exc})",
                 "move it away or point --home at another directory",
             ) from None
+        if foreign:
+            connection.close()
+            raise StorageError(
+                f"{path} is a SQLite database of another program, not runsense's",
+                "move it away or point --home at another directory",
+            )
         if version > SCHEMA_VERSION:
             connection.close()
             raise StorageError(

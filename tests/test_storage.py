@@ -131,6 +131,35 @@ def test_a_home_that_is_a_file_is_refused(home):
     assert home.read_text() == "not a directory"
 
 
+def test_another_programs_sqlite_database_is_refused_and_unchanged(home):
+    """Given runsense.db that is some other program's SQLite database (tables, no schema version),
+    when storage opens, then it is refused and the file is byte-identical (not even made WAL)."""
+    home.mkdir()
+    path = home / "runsense.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE runs (x TEXT)")
+    connection.execute("INSERT INTO runs VALUES ('theirs')")
+    connection.commit()
+    connection.close()
+    before = path.read_bytes()
+
+    with pytest.raises(StorageError, match="is a SQLite database of another program"):
+        Storage.open()
+
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in home.iterdir()) == ["runsense.db"]
+
+
+def test_an_empty_file_becomes_a_new_database(home):
+    """Given an empty runsense.db (say, from `touch`), when storage opens, then it is set up."""
+    home.mkdir()
+    (home / "runsense.db").touch()
+
+    with Storage.open() as storage:
+        assert storage.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert storage.list_runs() == []
+
+
 def test_opening_without_create_leaves_no_file(home):
     """Given no database, when opened with create=False, then reads work and no file appears."""
     with Storage.open(create=False) as storage:
