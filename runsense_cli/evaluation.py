@@ -180,7 +180,12 @@ class SensorEvaluator:
         def commit(pairs: list[tuple[RunEvent, RunRecord, int]], cursor: int | None) -> None:
             reactions, new_runs, run_keys, write_backs = [], [], [], []
             keys_in_page: dict[str, str] = {}
+            renewed = time.monotonic()
             for event, run, attempt in pairs:
+                # Slow reactions (a stalled Slack post) must not outlast the lease mid-page.
+                if time.monotonic() - renewed > LEASE_TTL_S / 4:
+                    self.storage.renew_lease(sensor_id, token, LEASE_TTL_S)
+                    renewed = time.monotonic()
                 outcome = self.react(sensor, sensor_id, event, run, attempt, keys_in_page)
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)

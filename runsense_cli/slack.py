@@ -1,17 +1,20 @@
 """Slack alerts on run failure, posted with the real slack_sdk client.
 
-Only projects that use `make_slack_on_run_failure_sensor` import this module, so slack_sdk never
-slows down other commands. Tokens live in memory only: never in reprs, errors, ticks or the
-database.
+Only projects that use `make_slack_on_run_failure_sensor` import this module, and slack_sdk itself
+is imported at the first post, so it never slows down other commands. The token lives in memory
+only: it is never part of a repr, an error, a tick, a log line or the database.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .definitions import JobDefinition
+from .errors import DefinitionError
 from .runs import RunStatus
 from .sensors import (
     DefaultSensorStatus,
@@ -21,39 +24,57 @@ from .sensors import (
     RunStatusSensorDefinition,
 )
 
-SECTION_LIMIT = 3000
-TRUNCATION_MARKER = "… (truncated)"
 BASE_URL_ENV = "RUNSENSE_SLACK_BASE_URL"
 DEFAULT_BASE_URL = "https://slack.com/api/"
+SECTION_LIMIT = 3000  # Slack rejects a section whose text is longer (invalid_blocks)
+TEXT_LIMIT = 40000  # and a message whose top-level text is longer (msg_too_long)
+TRUNCATION_MARKER = "… (truncated)"
 
-# Errors that no retry can fix: the reaction is parked at once with Slack's code.
+# Slack error codes that no retry can fix: the reaction is parked at once, naming the code.
+# Anything else (ratelimited after our retries, internal_error, fatal_error, ...) is retried.
 PERMANENT_SLACK_ERRORS = frozenset(
     {
+        # the token
         "invalid_auth",
         "not_authed",
         "account_inactive",
         "token_revoked",
         "token_expired",
+        "not_allowed_token_type",
         "no_permission",
         "missing_scope",
+        "access_denied",
+        "team_access_not_granted",
+        "ekm_access_denied",
+        "two_factor_setup_required",
+        "org_login_required",
+        "enterprise_is_restricted",
+        # the channel
         "channel_not_found",
         "not_in_channel",
         "is_archived",
+        "restricted_action",
+        # the message
         "msg_too_long",
+        "no_text",
         "invalid_blocks",
+        "invalid_blocks_format",
         "invalid_arguments",
     }
 )
 
 
 class EnvVar:
-    """A token read from the environment when a message is posted, not when the module loads.
+    """A Slack token read from the environment at each post, so it is never in the project code.
 
-    A missing variable is an ordinary failed reaction, retried with back-off: set the variable
-    and restart the daemon, and the waiting alerts go out on their next attempt.
+    A missing variable makes an ordinary failed reaction, retried with the sensor's back-off
+    rather than parked: the fix (set the variable, restart the daemon or run `sensor tick` again)
+    then sends the waiting alerts on their next attempt without a `sensor retry`.
     """
 
     def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"EnvVar needs a variable name, got {name!r}")
         self.name = name
 
     def get(self) -> str:
@@ -64,15 +85,39 @@ class EnvVar:
             )
         return value
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnvVar) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
     def __repr__(self) -> str:
         return f"EnvVar({self.name!r})"
 
 
 Token = str | EnvVar
+TextFn = Callable[[RunFailureSensorContext], str]
+BlocksFn = Callable[[RunFailureSensorContext], list[dict[str, Any]]]
 
 
-def slack_client(token: str, timeout: float = 10.0, retries: int = 3) -> Any:
-    """A WebClient with slack_sdk's own retry handlers for rate limits, 5xx and lost connections."""
+class _ProportionalJitter:
+    """slack_sdk's default jitter adds up to a whole second to every back-off; spread by half the
+    interval instead, so a small `http_backoff_seconds` really is small."""
+
+    def recalculate(self, duration: float) -> float:
+        return duration * (1 + random.random() / 2)
+
+
+def slack_client(
+    token: str, timeout_seconds: float = 10.0, retries: int = 2, backoff_seconds: float = 0.5
+) -> Any:
+    """A WebClient on `RUNSENSE_SLACK_BASE_URL` (or Slack's) with slack_sdk's own retry handlers.
+
+    Rate limits wait for Retry-After; 500/503 answers, refused or dropped connections and timeouts
+    back off exponentially. `retries` bounds each kind within one post.
+    """
+    from http.client import HTTPException
+
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import (
         ConnectionErrorRetryHandler,
@@ -81,75 +126,91 @@ def slack_client(token: str, timeout: float = 10.0, retries: int = 3) -> Any:
     )
     from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 
-    backoff = BackoffRetryIntervalCalculator(backoff_factor=0.5)
+    backoff = BackoffRetryIntervalCalculator(backoff_seconds, jitter=_ProportionalJitter())  # type: ignore[arg-type]
     base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    if not base_url.endswith("/"):
-        base_url += "/"
     return WebClient(
         token=token,
-        base_url=base_url,
-        timeout=int(max(1, timeout)),
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        timeout=timeout_seconds,  # type: ignore[arg-type]  # urllib takes float seconds
         retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=retries),  # sleeps for Retry-After
+            RateLimitErrorRetryHandler(max_retry_count=retries),
             ServerErrorRetryHandler(max_retry_count=retries, interval_calculator=backoff),
+            # OSError covers URLError, refused and reset connections and socket timeouts.
             ConnectionErrorRetryHandler(
                 max_retry_count=retries,
                 interval_calculator=backoff,
-                error_types=[ConnectionError, TimeoutError, OSError],
+                error_types=[OSError, HTTPException],
             ),
         ],
     )
 
 
 def cut(text: str, limit: int = SECTION_LIMIT) -> str:
-    """Slack refuses section text over 3,000 characters; cut it with a visible marker."""
+    """Cut `text` to `limit` characters, ending with a visible marker when anything was dropped."""
     if len(text) <= limit:
         return text
     return text[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
 
 
 def default_text(context: RunFailureSensorContext) -> str:
+    """Dagster's default body; the message is cut inside the code fence so the fence stays closed."""
     event = context.failure_event
-    return f"Error: ```{event.message if event else 'unknown failure'}```"
+    message = event.message if event and event.message else "unknown failure"
+    return f"Error: ```{cut(message, SECTION_LIMIT - len('Error: ``````'))}```"
 
 
 class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
-    """A failure sensor whose reaction is one `chat.postMessage`."""
+    """A failure sensor whose reaction is one `chat.postMessage`; see the factory for the options."""
 
     def __init__(
         self,
         channel: str,
         slack_token: Token,
-        text_fn: Callable[[RunFailureSensorContext], str] | None = None,
-        blocks_fn: Callable[[RunFailureSensorContext], list[dict[str, Any]]] | None = None,
+        text_fn: TextFn | None = None,
+        blocks_fn: BlocksFn | None = None,
         webserver_base_url: str | None = None,
-        timeout: float = 10.0,
-        retries: int = 3,
+        *,
+        timeout_seconds: float = 10.0,
+        http_retries: int = 2,
+        http_backoff_seconds: float = 0.5,
         **sensor_options: Any,
     ) -> None:
-        if not isinstance(slack_token, (str, EnvVar)):
-            raise TypeError("slack_token must be a string or EnvVar('NAME')")
+        name = sensor_options.get("name") or "slack_on_run_failure"
+        if not isinstance(channel, str) or not channel:
+            raise DefinitionError(f"sensor '{name}': channel must be a Slack channel name or id")
+        if not isinstance(slack_token, (str, EnvVar)) or slack_token == "":
+            raise DefinitionError(
+                f"sensor '{name}': slack_token must be a string or EnvVar('NAME')",
+                "EnvVar reads the token from the environment at each post",
+            )
+        if timeout_seconds <= 0 or http_retries < 0 or http_backoff_seconds < 0:
+            raise DefinitionError(
+                f"sensor '{name}': timeout_seconds must be > 0, http_retries and "
+                "http_backoff_seconds >= 0"
+            )
         self.channel = channel
         self._token = slack_token
-        self.text_fn = text_fn or default_text
+        self.text_fn: TextFn = text_fn or default_text
         self.blocks_fn = blocks_fn
         self.webserver_base_url = webserver_base_url.rstrip("/") if webserver_base_url else None
-        self.timeout = timeout
-        self.retries = retries
+        self.timeout_seconds = float(timeout_seconds)
+        self.http_retries = int(http_retries)
+        self.http_backoff_seconds = float(http_backoff_seconds)
+        sensor_options.setdefault("description", f"Posts every failed run to Slack {channel}.")
         super().__init__(self._post, RunStatus.FAILURE, **sensor_options)
 
     def build_message(self, context: RunStatusSensorContext) -> dict[str, Any]:
-        """The `chat.postMessage` arguments for this run, without the token."""
+        """The `chat.postMessage` arguments for this run (never the token): what `_post` sends and
+        what `runsense sensor preview` prints."""
         run = context.dagster_run
         text = self.text_fn(context)  # type: ignore[arg-type]
         if self.blocks_fn is not None:
-            blocks = list(self.blocks_fn(context))  # type: ignore[arg-type]
+            blocks = [_cut_section(block) for block in self.blocks_fn(context)]  # type: ignore[arg-type]
         else:
             blocks = [
                 _section(f'*Job "{run.job_name}" failed. `{run.run_id.split("-")[0]}`*'),
-                _section(text),
+                _section(cut(text)),
             ]
-        blocks = [_cut_block(block) for block in blocks]
         if self.webserver_base_url:
             blocks.append(
                 {
@@ -163,27 +224,46 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
                     ],
                 }
             )
-        return {"channel": self.channel, "text": text, "blocks": blocks}
+        return {"channel": self.channel, "text": cut(text, TEXT_LIMIT), "blocks": blocks}
 
     def _post(self, context: RunStatusSensorContext) -> None:
+        token = self._token.get() if isinstance(self._token, EnvVar) else self._token
+        try:
+            self._send(token, self.build_message(context))
+        except Exception as exc:
+            story = "".join(traceback.format_exception(exc))
+            if not token or token not in story:
+                raise
+            # A traceback line of user code that spells the token out (a text_fn on the same
+            # line as the token literal): keep the story, not the token.
+            kind = (
+                PermanentReactionError if isinstance(exc, PermanentReactionError) else RuntimeError
+            )
+            raise kind(story.replace(token, "<redacted>")) from None
+
+    def _send(self, token: str, message: dict[str, Any]) -> None:
+        from http.client import HTTPException
+
         from slack_sdk.errors import SlackApiError
 
-        message = self.build_message(context)
-        token = self._token.get() if isinstance(self._token, EnvVar) else self._token
-        client = slack_client(token, self.timeout, self.retries)
+        client = slack_client(
+            token, self.timeout_seconds, self.http_retries, self.http_backoff_seconds
+        )
         try:
             client.chat_postMessage(**message)
         except SlackApiError as exc:
-            code = str(exc.response.get("error", "unknown_error"))
-            status = exc.response.status_code
+            code = str(exc.response.get("error") or "unknown_error")[:200]
             if code in PERMANENT_SLACK_ERRORS:
                 raise PermanentReactionError(
                     f"Slack refused the message to {self.channel}: {code}"
                 ) from None
-            raise RuntimeError(f"Slack answered {status} {code} for {self.channel}") from None
-        except (OSError, TimeoutError) as exc:
             raise RuntimeError(
-                f"could not reach Slack after {self.retries} retries: {type(exc).__name__}"
+                f"Slack answered HTTP {exc.response.status_code} {code} for {self.channel}"
+            ) from None
+        except (OSError, HTTPException) as exc:
+            raise RuntimeError(
+                f"could not reach Slack after {self.http_retries + 1} tries: "
+                f"{type(exc).__name__}: {exc}"
             ) from None
 
     def __repr__(self) -> str:
@@ -194,7 +274,8 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def _cut_block(block: dict[str, Any]) -> dict[str, Any]:
+def _cut_section(block: dict[str, Any]) -> dict[str, Any]:
+    """Cut a `blocks_fn` section's text to Slack's limit; other blocks pass through."""
     text = block.get("text")
     if (
         block.get("type") == "section"
@@ -208,24 +289,40 @@ def _cut_block(block: dict[str, Any]) -> dict[str, Any]:
 def make_slack_on_run_failure_sensor(
     channel: str,
     slack_token: Token,
-    text_fn: Callable[[RunFailureSensorContext], str] | None = None,
-    blocks_fn: Callable[[RunFailureSensorContext], list[dict[str, Any]]] | None = None,
+    text_fn: TextFn | None = None,
+    blocks_fn: BlocksFn | None = None,
     name: str | None = None,
     minimum_interval_seconds: float | None = None,
     monitored_jobs: Sequence[JobDefinition | str] | None = None,
     monitor_all_code_locations: bool = False,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
     webserver_base_url: str | None = None,
+    *,
     max_retries: int = 5,
     retry_delay_seconds: float = 5.0,
+    timeout_seconds: float = 10.0,
+    http_retries: int = 2,
+    http_backoff_seconds: float = 0.5,
 ) -> SlackRunFailureSensorDefinition:
-    """A failure sensor that posts each failed run to `channel` (Dagster's signature)."""
+    """A failure sensor that posts each failed run to `channel` (Dagster's signature).
+
+    `slack_token` is the token or `EnvVar("NAME")`, read at each post. Within one post slack_sdk
+    retries rate limits, 5xx answers and connection errors `http_retries` times (each HTTP call
+    waits at most `timeout_seconds`); if the post still fails, the sensor retries the reaction
+    `max_retries` times with back-off from `retry_delay_seconds`. Slack errors no retry can fix
+    (`invalid_auth`, `channel_not_found`, `not_in_channel`, `msg_too_long`, ...) park it at once.
+    A missing `EnvVar` is a failed reaction that names the variable and is retried (see `EnvVar`).
+    A post that timed out may still have reached Slack, so an alert can, rarely, arrive twice.
+    """
     return SlackRunFailureSensorDefinition(
         channel,
         slack_token,
         text_fn=text_fn,
         blocks_fn=blocks_fn,
         webserver_base_url=webserver_base_url,
+        timeout_seconds=timeout_seconds,
+        http_retries=http_retries,
+        http_backoff_seconds=http_backoff_seconds,
         name=name or "slack_on_run_failure",
         minimum_interval_seconds=minimum_interval_seconds,
         monitored_jobs=monitored_jobs,

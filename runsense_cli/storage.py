@@ -692,6 +692,16 @@ class Storage:
             )
         return True
 
+    def renew_lease(self, sensor_id: int, token: str, ttl: float) -> bool:
+        """Push the lease's expiry out; False when another process has taken it meanwhile."""
+        with self.transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE sensors SET lease_expires = ? WHERE id = ? AND lease_token = ?",
+                    (time.time() + ttl, sensor_id, token),
+                ).rowcount
+            )
+
     def release_lease(self, sensor_id: int, token: str) -> None:
         with self.transaction() as db:
             db.execute(

@@ -433,3 +433,27 @@ def test_a_crash_before_the_page_commit_replays_the_page_without_duplicates(monk
     found = reactions(evaluator, report_status_sensor)
     assert len(found) == 25 and len({r.event_id for r in found}) == 25
     assert len(evaluator.storage.list_runs(job_name="status_reporting_job", limit=None)) == 25
+
+
+def test_a_long_page_renews_the_lease_so_no_other_process_can_take_it(monkeypatch):
+    """Given reactions slower than a quarter of the lease, the lease is pushed out mid-page."""
+    import runsense_cli.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "LEASE_TTL_S", 0.2)
+    expiries = []
+
+    @run_failure_sensor
+    def slow(context):
+        import time as clock
+
+        clock.sleep(0.06)
+        [(expires,)] = context.instance.db.execute("SELECT lease_expires FROM sensors").fetchall()
+        expiries.append(expires)
+
+    defs = Definitions(jobs=[failing_job], sensors=[slow])
+    evaluator = started(defs, slow)
+    for _ in range(6):
+        failing_job.execute_in_process()
+    evaluator.tick(slow)
+    assert len(reactions(evaluator, slow)) == 6
+    assert len(set(expiries)) > 1  # renewed during the page
