@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from .launcher import DeadRun, RunLauncher
 from .records import SensorStatus
 
 DEFAULT_INTERVAL_S = 0.5
+# A stop request is honoured between pages; a page still running this long after it (a slow or
+# hung sensor function) is abandoned, like a crash: the next daemon replays it (SPEC §5: 5 s).
+STOP_GRACE_S = 4.0
 
 
 class DaemonAlreadyRunning(RunsenseError):
@@ -75,18 +79,38 @@ class Daemon:
         reporter: DaemonReporter,
         interval: float = DEFAULT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        stop_grace: float = STOP_GRACE_S,
     ) -> None:
         self.evaluator = evaluator
         self.launcher = launcher
         self.reporter = reporter
         self.interval = interval
         self.clock = clock
+        self.stop_grace = stop_grace
         self.stop_requested = threading.Event()
         self._last_tick: dict[str, float] = {}
+        self._deadline: threading.Timer | None = None
 
     def request_stop(self, *_: object) -> None:
-        """Signal handlers only set this flag; the loop notices it between pages and passes."""
+        """Signal handlers only set this flag; the loop notices it between pages and passes.
+
+        A watchdog makes sure the daemon is gone `stop_grace` seconds later even if a page is
+        still running; every page commits atomically, so abandoning one loses nothing.
+        """
         self.stop_requested.set()
+        if self._deadline is None:
+            self._deadline = threading.Timer(self.stop_grace, self._abandon_page)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+    def _abandon_page(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"daemon stopping: the page in progress did not finish within {self.stop_grace:g} s;"
+            " it is left uncommitted and the next daemon handles it again\n"
+        )
+        sys.stderr.flush()
+        os._exit(0)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -102,6 +126,8 @@ class Daemon:
                 self.reporter.error(str(exc))
             self.reporter.idle()
             self.stop_requested.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        if self._deadline is not None:
+            self._deadline.cancel()
         self.reporter.stopping()
 
     def run_pass(self) -> None:

@@ -181,7 +181,12 @@ class SensorEvaluator:
             reactions, new_runs, run_keys, write_backs = [], [], [], []
             keys_in_page: dict[str, str] = {}
             renewed = time.monotonic()
-            for event, run, attempt in pairs:
+            for index, (event, run, attempt) in enumerate(pairs):
+                if index and should_stop():
+                    # Asked to stop mid-page: commit what is done; the rest waits for next time.
+                    if cursor is not None:
+                        cursor = pairs[index - 1][0].event_id
+                    break
                 # Slow reactions (a stalled Slack post) must not outlast the lease mid-page.
                 if time.monotonic() - renewed > LEASE_TTL_S / 4:
                     self.storage.renew_lease(sensor_id, token, LEASE_TTL_S)

@@ -53,7 +53,10 @@ class RunLauncher:
         if room <= 0:
             return started
         for run in self.storage.runs_with_status(
-            [RunStatus.QUEUED], limit=room + len(self.children)
+            [RunStatus.QUEUED],
+            # Only some runs wanted (a `sensor tick` waiting on its own): older queued runs must
+            # not use up the query, or the wanted ones would never start.
+            limit=None if run_ids is not None else room + len(self.children),
         ):
             if len(started) >= room:
                 break

@@ -6,7 +6,11 @@ import os
 
 
 def pid_alive(pid: int | None) -> bool:
-    """True while a process with this pid exists (ours or another user's)."""
+    """True while a process with this pid runs (ours or another user's).
+
+    A zombie counts as dead: an adopted worker or a killed `sensor tick` stays one until init
+    reaps it, which some inits do late and a container without an init never does.
+    """
     if not pid:
         return False
     try:
@@ -15,4 +19,8 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(pid, 0) is all there is

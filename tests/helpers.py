@@ -1,4 +1,16 @@
-"""Shared test helpers: a project source with jobs and sensors, and a logical database dump."""
+"""Shared test helpers: a small project with jobs and sensors, and database snapshots.
+
+- `PROJECT`: the source of a user module (write it with conftest's `project` fixture). Jobs:
+  `ok_job` (ops `ok_op` → `double`), `bad_job` (op `boom` raises `ValueError: boom`), and
+  `status_reporting_job` (op `status_report`, config `{"job_name": str}`, not in `jobs=` but added
+  as the request job of `report_status_sensor`). Sensors, all STOPPED by default:
+  `report_status_sensor` (the seed's: SUCCESS → requests `status_reporting_job`, skips its own
+  runs), `on_failure` (returns None), and `always_raises` (FAILURE, `max_retries=0`, raises
+  `RuntimeError: sensor broke` unless `RUNSENSE_TEST_FIXED` is set in the environment).
+- `db_dump(home)`: the database's logical content (SQL dump plus `user_version`), or None.
+- `db_snapshot(home)`: `db_dump`, or the raw bytes when the file is not a readable database, so a
+  test can assert that a command left even a corrupt file alone.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +28,13 @@ from runsense_cli import (
 def ok_op():
     return 1
 
+@op
+def double(n):
+    return n * 2
+
 @job
 def ok_job():
-    ok_op()
+    double(ok_op())
 
 @op
 def boom():
@@ -58,12 +74,24 @@ defs = Definitions(jobs=[ok_job, bad_job], sensors=[report_status_sensor, on_fai
 
 
 def db_dump(home: Path) -> list[str] | None:
-    """The database's content as SQL, or None when there is no database file."""
+    """The database as SQL statements plus its schema version, or None when there is no file.
+
+    `iterdump()` leaves out `PRAGMA user_version`, so it is added as the first line.
+    """
     path = home / "runsense.db"
     if not path.exists():
         return None
     connection = sqlite3.connect(path)
     try:
-        return list(connection.iterdump())
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        return [f"PRAGMA user_version = {version}", *connection.iterdump()]
     finally:
         connection.close()
+
+
+def db_snapshot(home: Path) -> list[str] | bytes | None:
+    """`db_dump(home)`, or the file's bytes when SQLite cannot read it (a corrupt database)."""
+    try:
+        return db_dump(home)
+    except sqlite3.DatabaseError:
+        return (home / "runsense.db").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -236,18 +237,26 @@ def daemon(
     from ..launcher import RunLauncher
     from .daemon_view import make_reporter
 
+    # Until the daemon installs its own handlers, a stop signal during start-up exits cleanly.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     state = state_of(ctx)
-    evaluator = state.evaluator
-    evaluator.page_size = page_size
+    state.definitions  # noqa: B018 - a broken project is reported before anything else
     lock = DaemonLock(state.home / "daemon.lock")
-    lock.acquire()
+    lock.acquire()  # before any write: a refused second daemon changes nothing
     try:
+        evaluator = state.evaluator
+        evaluator.page_size = page_size
         launcher = RunLauncher(state.storage, state.home, max_concurrent_runs)
         the_daemon = Daemon(evaluator, launcher, make_reporter(evaluator), interval=interval)
         the_daemon.install_signal_handlers()
         the_daemon.run_forever()
     finally:
         lock.release()
+
+
+def _exit_cleanly(*_: object) -> None:
+    raise typer.Exit(0)
 
 
 def _register_groups() -> None:

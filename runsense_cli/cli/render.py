@@ -8,11 +8,12 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..records import Reaction, SensorState, Tick
-from ..runs import RunEvent, RunRecord
-
 if TYPE_CHECKING:
     from rich.console import Console
+
+    # Annotations only: importing these at start-up costs `runsense --help` ~8 ms (SPEC §8).
+    from ..records import Reaction, SensorState, Tick
+    from ..runs import RunEvent, RunRecord
 
 STATUS_STYLES = {
     "SUCCESS": "green",

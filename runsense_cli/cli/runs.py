@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from ..errors import RunsenseError
-from ..runs import RunStatus
 from . import render
 from .app_state import state_of
 
@@ -27,6 +26,8 @@ def list_runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List runs, newest first."""
+    from ..runs import RunStatus  # here, not at import: keeps `runsense --help` fast
+
     wanted = None
     if status is not None:
         try:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import RunsenseError
-from ..records import ReactionState, SensorStatus
 from . import render
 from .app_state import state_of
 
@@ -85,6 +84,8 @@ def start(
     ] = False,
 ) -> None:
     """Start sensors; a sensor resumes from its cursor unless --from-now."""
+    from ..records import SensorStatus
+
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
     storage = evaluator.storage
@@ -117,6 +118,8 @@ def stop(
     all_: Annotated[bool, typer.Option("--all", help="Stop every sensor.")] = False,
 ) -> None:
     """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped."""
+    from ..records import SensorStatus
+
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
     out = render.console()
@@ -145,18 +148,20 @@ def tick(
 ) -> None:
     """Tick running sensors once: handle every waiting event, then run what they requested."""
     from ..launcher import RunLauncher
+    from ..records import SensorStatus
 
     state = state_of(ctx)
-    evaluator = state.evaluator
     if names:
+        # Checked before state.evaluator, which registers sensors: bad input writes nothing.
         sensors = [state.definitions.get_sensor(name) for name in names]
         for sensor in sensors:
-            if evaluator.state(sensor).status != SensorStatus.RUNNING:
+            if not _is_running(state, sensor):
                 raise RunsenseError(
                     f"sensor '{sensor.name}' is stopped",
                     f"start it first: runsense sensor start {sensor.name}",
                 )
-    else:
+    evaluator = state.evaluator
+    if not names:
         sensors = [
             s
             for s in state.definitions.sensors.values()
@@ -206,6 +211,16 @@ def tick(
     raise typer.Exit(1 if failed else 0)
 
 
+def _is_running(state: Any, sensor: Any) -> bool:
+    """Whether a sensor runs, read without registering it: one never seen has its default."""
+    from ..records import SensorStatus
+
+    stored = state.reader.sensor_state(state.definitions.location, sensor.name)
+    if stored is None:
+        return sensor.default_status.value == SensorStatus.RUNNING.value
+    return stored.status == SensorStatus.RUNNING
+
+
 @sensor_app.command("preview")
 def preview(
     ctx: typer.Context,
@@ -217,11 +232,15 @@ def preview(
 ) -> None:
     """Evaluate a sensor without storing anything (its function really runs)."""
     from ..evaluation import SensorEvaluator
+    from ..records import ReactionState
+    from .state import show_sensor_logs
 
     state = state_of(ctx)
     sensor = state.definitions.get_sensor(name)
-    storage = state.storage
-    # Not state.evaluator: registering sensors would write, and a preview stores nothing.
+    show_sensor_logs()  # state.evaluator does it for the other commands
+    # Not state.evaluator: registering sensors would write, and a preview stores nothing;
+    # not state.storage either: on a fresh home it would create the database.
+    storage = state.reader
     evaluator = SensorEvaluator(storage, state.definitions, state.project_ref.to_origin())
     sensor_state = storage.sensor_state(evaluator.location, sensor.name)
     err = render.console(stderr=True)
@@ -291,15 +310,17 @@ def cursor(
     ] = False,
 ) -> None:
     """Show or move a sensor's cursor (the last status event it consumed)."""
-    sensor = state_of(ctx).definitions.get_sensor(name)
-    evaluator = state_of(ctx).evaluator
+    state = state_of(ctx)
+    sensor = state.definitions.get_sensor(name)
+    if set_to is not None and from_now:
+        raise RunsenseError("give --set or --from-now, not both")
+    # Checked before state.evaluator, which registers sensors: bad input writes nothing.
+    if set_to is not None and set_to > (newest := state.reader.newest_event_id()):
+        raise RunsenseError(f"event {set_to} does not exist yet (newest is {newest})")
+    evaluator = state.evaluator
     storage = evaluator.storage
     sensor_state = evaluator.state(sensor)
     newest = storage.newest_event_id()
-    if set_to is not None and from_now:
-        raise RunsenseError("give --set or --from-now, not both")
-    if set_to is not None and set_to > newest:
-        raise RunsenseError(f"event {set_to} does not exist yet (newest is {newest})")
     target = newest if from_now else set_to
     out = render.console()
     if target is not None:
@@ -410,9 +431,11 @@ def retry(
         raise RunsenseError(
             "give --all or --event ID", "`runsense sensor failures` lists parked reactions"
         )
-    sensor = state_of(ctx).definitions.get_sensor(name)
-    evaluator = state_of(ctx).evaluator
-    count = evaluator.storage.requeue_reactions(evaluator.state(sensor).sensor_id, event)
+    state = state_of(ctx)
+    sensor = state.definitions.get_sensor(name)
+    # Not state.evaluator: a sensor never registered has nothing parked, and bad input writes nothing.
+    stored = state.reader.sensor_state(state.definitions.location, sensor.name)
+    count = state.storage.requeue_reactions(stored.sensor_id, event) if stored else 0
     if event is not None and count == 0:
         raise RunsenseError(
             f"sensor '{name}' has no parked reaction for event {event}",

@@ -6,6 +6,7 @@ changes a database.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ class CliState:
     _ref: ProjectRef | None = field(default=None, repr=False)
     _definitions: Definitions | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
+    _reader: Storage | None = field(default=None, repr=False)
     _evaluator: SensorEvaluator | None = field(default=None, repr=False)
 
     @property
@@ -62,11 +64,15 @@ class CliState:
     @property
     def reader(self) -> Storage:
         """Storage for commands that only read: a missing database is empty, not created."""
-        if self._storage is None:
+        if self._storage is None and self._reader is None:
+            from ..home import database_path
             from ..storage import Storage
 
-            return Storage.open(self.home_option, create=False)
-        return self._storage
+            if database_path(self.home_option).exists():
+                self._storage = Storage.open(self.home_option)  # one connection for both uses
+            else:
+                self._reader = Storage.open(self.home_option, create=False)
+        return self._storage if self._storage is not None else self._reader  # type: ignore[return-value]
 
     @property
     def evaluator(self) -> SensorEvaluator:
@@ -74,7 +80,7 @@ class CliState:
             from ..evaluation import SensorEvaluator
 
             definitions = self.definitions
-            _show_sensor_logs()
+            show_sensor_logs()
             self._evaluator = SensorEvaluator(
                 self.storage, definitions, self.project_ref.to_origin()
             )
@@ -82,18 +88,26 @@ class CliState:
         return self._evaluator
 
     def close(self) -> None:
-        if self._storage is not None:
-            self._storage.close()
-            self._storage = None
+        for storage in (self._storage, self._reader):
+            if storage is not None:
+                storage.close()
+        self._storage = self._reader = None
 
 
-def _show_sensor_logs() -> None:
+def show_sensor_logs() -> None:
     """Send what sensors write to `context.log` to stderr, labelled with the sensor's name."""
     import logging
 
+    class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        # sys.stderr as it is at each record, not at the first command: CliRunner and other
+        # in-process callers swap (and close) it between commands.
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr
+            super().emit(record)
+
     logger = logging.getLogger("runsense.sensor")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
