@@ -235,6 +235,8 @@ class Definitions:
     def _add_job(self, job_def: JobDefinition) -> None:
         if not isinstance(job_def, JobDefinition):
             raise DefinitionError(f"jobs= holds {job_def!r}, which is not a @job")
+        if self.jobs.get(job_def.name) is job_def:
+            return  # the same job listed twice is harmless
         if job_def.name in self.jobs:
             raise DefinitionError(
                 f"two jobs are named '{job_def.name}'", "give each job a unique name"

@@ -276,7 +276,10 @@ class SensorEvaluator:
             return Outcome(ReactionState.DEAD, error=_describe(exc), permanent=True)
         except Exception as exc:
             return Outcome(
-                ReactionState.RETRYING, error=ErrorInfo.from_exception(exc).stack.rstrip()
+                ReactionState.RETRYING,
+                error=ErrorInfo.from_exception(
+                    exc, skip_frames=2
+                ).stack.rstrip(),  # from the user's code on
             )
         try:
             return self._plan(

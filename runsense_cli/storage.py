@@ -498,7 +498,7 @@ class Storage:
 
     def find_run(self, prefix: str) -> RunRecord:
         """The run whose id starts with `prefix`; ambiguous or unknown prefixes are errors."""
-        prefix = prefix.strip()
+        prefix = prefix.strip().lower()  # uuid4 ids are lower-case; accept what users paste
         if not prefix:
             raise RunsenseError("an empty run id matches every run", "give a run id or its prefix")
         rows = self.db.execute(

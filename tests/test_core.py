@@ -89,8 +89,9 @@ def test_duplicate_names_and_sensor_targets():
 
     defs = Definitions(jobs=[chain], sensors=[s])
     assert set(defs.jobs) == {"chain", "with_config"}
+    impostor = job(name="chain")(lambda: one())
     with pytest.raises(DefinitionError, match="two jobs are named 'chain'"):
-        Definitions(jobs=[chain, chain])
+        Definitions(jobs=[chain, impostor])
     with pytest.raises(DefinitionError, match="two sensors"):
         Definitions(sensors=[s, s])
 
@@ -220,3 +221,9 @@ def test_find_run_by_prefix_and_list_newest_first():
     assert [r.run_id for r in storage.list_runs(job_name="chain")] == [first.run_id]
     with pytest.raises(Exception, match="no run id starts with"):
         storage.find_run("zzzz")
+
+
+def test_the_same_job_listed_twice_is_accepted_and_prefixes_ignore_case():
+    assert list(Definitions(jobs=[chain, chain]).jobs) == ["chain"]
+    result = chain.execute_in_process()
+    assert Storage.open().find_run(result.run_id[:8].upper()).run_id == result.run_id

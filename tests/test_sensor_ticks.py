@@ -457,3 +457,17 @@ def test_a_long_page_renews_the_lease_so_no_other_process_can_take_it(monkeypatc
     evaluator.tick(slow)
     assert len(reactions(evaluator, slow)) == 6
     assert len(set(expiries)) > 1  # renewed during the page
+
+
+def test_a_sensor_error_traceback_starts_in_user_code():
+    @run_failure_sensor
+    def breaks(context):
+        raise KeyError("missing")
+
+    defs = Definitions(jobs=[failing_job], sensors=[breaks])
+    evaluator = started(defs, breaks)
+    failing_job.execute_in_process()
+    evaluator.tick(breaks)
+    [reaction] = reactions(evaluator, breaks)
+    assert "in breaks" in reaction.error and "KeyError: 'missing'" in reaction.error
+    assert "evaluation.py" not in reaction.error and "sensors.py" not in reaction.error

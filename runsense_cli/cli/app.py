@@ -37,15 +37,19 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     file: Annotated[
-        str | None, typer.Option("--file", "-f", help="Python file holding the Definitions.")
+        str | None,
+        typer.Option("--file", "-f", metavar="FILE", help="Python file holding the Definitions."),
     ] = None,
     module: Annotated[
-        str | None, typer.Option("--module", "-m", help="Module holding the Definitions.")
+        str | None,
+        typer.Option("--module", "-m", metavar="MODULE", help="Module holding the Definitions."),
     ] = None,
     home: Annotated[
         str | None,
         typer.Option(
-            "--home", help="State directory (default: $RUNSENSE_HOME or the user data dir)."
+            "--home",
+            metavar="DIR",
+            help="State directory (default: $RUNSENSE_HOME or the user data dir).",
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,

@@ -441,6 +441,9 @@ def retry(
             f"sensor '{name}' has no parked reaction for event {event}",
             "`runsense sensor failures` lists them",
         )
+    if count == 0:
+        render.console().print(f"{name} has no parked reactions; nothing to retry.")
+        return
     render.console().print(
         f"Queued {count} reaction(s) of {name} for retry; the daemon or `runsense sensor tick {name}` runs them."
     )
