@@ -33,6 +33,12 @@ from .runs import (
 )
 
 BUSY_TIMEOUT_MS = 30_000
+
+# Database files this process has open through Storage, by (device, inode), with how many times.
+# Closing *any* descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+# included (sqlite.org/howtocorrupt.html, 2.2): reading the header of a file that is already open
+# here would let another process think it is the last connection and delete the WAL under us.
+_OPEN_FILES: dict[tuple[int, int], int] = {}
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -199,6 +205,7 @@ class Storage:
         self.path = path
         self.db = connection
         self._depth = 0
+        self._file_key: tuple[int, int] | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -255,6 +262,9 @@ class Storage:
             )
         storage = cls(path, connection)
         storage._prepare(version)
+        stat = os.stat(path)
+        storage._file_key = (stat.st_dev, stat.st_ino)
+        _OPEN_FILES[storage._file_key] = _OPEN_FILES.get(storage._file_key, 0) + 1
         return storage
 
     def _prepare(self, version: int) -> None:
@@ -281,6 +291,12 @@ class Storage:
 
     def close(self) -> None:
         self.db.close()
+        key, self._file_key = self._file_key, None
+        if key is not None:
+            if _OPEN_FILES.get(key, 0) > 1:
+                _OPEN_FILES[key] -= 1
+            else:
+                _OPEN_FILES.pop(key, None)
 
     def __enter__(self) -> Storage:
         return self
@@ -1061,6 +1077,12 @@ def _status_message(run: RunRecord, status: RunStatus) -> str:
 
 def _check_header(path: Path) -> None:
     """Refuse a file that is not SQLite before sqlite3 gets a chance to write to it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None
+    if stat is not None and (stat.st_dev, stat.st_ino) in _OPEN_FILES:
+        return  # open (so checked) already; reading it again would drop SQLite's locks
     try:
         with open(path, "rb") as handle:
             header = handle.read(16)

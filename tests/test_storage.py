@@ -271,3 +271,23 @@ def test_get_run_of_an_unknown_id_is_a_user_error(home):
     """Given no such run, when get_run is asked, then a RunsenseError names the id."""
     with Storage.open() as storage, pytest.raises(RunsenseError, match="no run with id 'nope'"):
         storage.get_run("nope")
+
+
+def test_a_second_open_in_one_process_keeps_the_first_connections_locks(home):
+    """Given an open Storage, when the same process opens the database again and another process
+    then writes and closes, the WAL survives: closing a descriptor of a file drops every POSIX
+    lock the process holds on it, so the header check must not reopen a file already open."""
+    import subprocess
+    import sys
+
+    first = Storage.open(home)
+    first.db.execute("SELECT count(*) FROM runs").fetchone()
+    Storage.open(home).close()
+    writer = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        'c.execute("INSERT INTO runs (run_id, job_name, location, status, run_config, tags,'
+        " created_at) VALUES ('x', 'j', 'l', 'SUCCESS', '{}', '{}', 0)\"); c.close()"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(home / "runsense.db")], check=True)
+    assert (home / "runsense.db-wal").exists()
+    assert first.db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
