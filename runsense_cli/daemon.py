@@ -92,7 +92,8 @@ class Daemon:
         self._deadline: threading.Timer | None = None
 
     def request_stop(self, *_: object) -> None:
-        """Signal handlers only set this flag; the loop notices it between pages and passes.
+        """Signal handlers only set this flag; the tick notices it between reactions and commits
+        what it has done, the loop between passes.
 
         A watchdog makes sure the daemon is gone `stop_grace` seconds later even if a page is
         still running; every page commits atomically, so abandoning one loses nothing.

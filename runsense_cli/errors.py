@@ -39,3 +39,8 @@ class StorageError(RunsenseError):
 
 class SensorBusyError(RunsenseError):
     """Another process holds the sensor's tick lease."""
+
+
+def describe(exc: BaseException) -> str:
+    """`ValueError: boom`, or just the class name when the exception has no message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

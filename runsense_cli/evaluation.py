@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import validate_run_config
 from .definitions import Definitions, JobDefinition
-from .errors import RunsenseError, SensorBusyError
+from .errors import RunsenseError, SensorBusyError, describe
 from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickStatus
 from .runs import ErrorInfo, RunEvent, RunRecord
 from .sensors import (
@@ -273,7 +273,7 @@ class SensorEvaluator:
         try:
             raw = sensor.evaluate_run(context)
         except PermanentReactionError as exc:
-            return Outcome(ReactionState.DEAD, error=_describe(exc), permanent=True)
+            return Outcome(ReactionState.DEAD, error=describe(exc), permanent=True)
         except Exception as exc:
             return Outcome(
                 ReactionState.RETRYING,
@@ -441,10 +441,6 @@ def _tick_status(reactions: list[tuple[Reaction, RunRecord]]) -> TickStatus:
     if ReactionState.SUCCESS in states:
         return TickStatus.SUCCESS
     return TickStatus.SKIPPED
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _short_repr(value: Any) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .definitions import Definitions
-from .errors import ProjectError
+from .errors import ProjectError, describe
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,7 @@ def _import_file(name: str, path: str) -> Any:
 
 
 def _import_failed(ref: ProjectRef, exc: BaseException) -> ProjectError:
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return ProjectError(
-        f"importing '{ref.module}' raised {detail}",
+        f"importing '{ref.module}' raised {describe(exc)}",
         "fix the module (run with -v for the traceback)",
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .definitions import JobDefinition
-from .errors import DefinitionError
+from .errors import DefinitionError, describe
 from .runs import RunStatus
 from .sensors import (
     DefaultSensorStatus,
@@ -262,8 +262,7 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
             ) from None
         except (OSError, HTTPException) as exc:
             raise RuntimeError(
-                f"could not reach Slack after {self.http_retries + 1} tries: "
-                f"{type(exc).__name__}: {exc}"
+                f"could not reach Slack after {self.http_retries + 1} tries: {describe(exc)}"
             ) from None
 
     def __repr__(self) -> str:
