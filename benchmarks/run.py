@@ -126,6 +126,29 @@ class Result:
     samples: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def median(
+        cls,
+        id: str,
+        workload: str,
+        size: str,
+        samples: Sequence[float],
+        unit: str,
+        target: float,
+        scale: float = 1.0,
+    ) -> Result:
+        """The usual row: the median of `samples` (seconds, times `scale`) with their summary."""
+        return cls(
+            id,
+            workload,
+            size,
+            statistics.median(samples) * scale,
+            unit,
+            target,
+            samples=len(samples),
+            extra=summary(samples, scale),
+        )
+
     @property
     def met(self) -> bool:
         return self.value <= self.target
@@ -327,15 +350,13 @@ def bench_help(b: Bench) -> list[Result]:
         subprocess.run([*b.runsense, "--help"], env=b.env(home), capture_output=True, check=True)
         samples.append(time.perf_counter() - started)
     return [
-        Result(
+        Result.median(
             "help",
             "runsense --help (cold start)",
             "-",
-            statistics.median(samples),
+            samples,
             "s",
             0.13,
-            samples=repeat,
-            extra=summary(samples),
         )
     ]
 
@@ -346,15 +367,13 @@ def bench_run_shell(b: Bench) -> list[Result]:
     repeat = 5 if b.quick else 11
     samples = [b.cli(home, "run", "one_op_job", project=b.tiny)[0] for _ in range(repeat)]
     return [
-        Result(
+        Result.median(
             "run_shell",
             "runsense run, one-op job, from the shell",
             "-",
-            statistics.median(samples),
+            samples,
             "s",
             0.25,
-            samples=repeat,
-            extra=summary(samples),
         )
     ]
 
@@ -366,15 +385,14 @@ def bench_in_process(b: Bench) -> list[Result]:
     repeat = 200 if b.quick else 1000
     samples = timed(lambda: job.execute_in_process(home=str(home)), repeat)
     return [
-        Result(
+        Result.median(
             "in_process",
             "one-op run in process, with storage",
             "-",
-            statistics.median(samples) * 1000,
+            samples,
             "ms",
             3.0,
-            samples=repeat,
-            extra=summary(samples, 1000),
+            scale=1000,
         )
     ]
 
@@ -457,15 +475,13 @@ def bench_failure_backlog(b: Bench) -> list[Result]:
             raise RuntimeError(f"expected {count} reactions, found {reactions}/{write_backs}")
         evaluator.storage.close()
     return [
-        Result(
+        Result.median(
             "failure_backlog",
             "backlog: failure sensor returning None, one tick (in process)",
             f"{count:,} runs",
-            statistics.median(samples),
+            samples,
             "s",
             2.0,
-            samples=attempts,
-            extra=summary(samples),
         )
     ]
 
@@ -482,15 +498,14 @@ def bench_idle_tick(b: Bench) -> list[Result]:
         evaluator.tick(sensor)  # warm the page cache
         samples = timed(lambda e=evaluator, s=sensor: e.tick(s), repeat)
         results.append(
-            Result(
+            Result.median(
                 f"idle_tick_{count}",
                 "a tick with nothing new (in process)",
                 f"{count:,} runs",
-                statistics.median(samples) * 1000,
+                samples,
                 "ms",
                 5.0,
-                samples=repeat,
-                extra=summary(samples, 1000),
+                scale=1000,
             )
         )
         if count == big:
