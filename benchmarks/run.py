@@ -218,9 +218,9 @@ class Bench:
         """An evaluator on `home` and the named sensor, started with its cursor at the newest event."""
         from runsense_cli.evaluation import SensorEvaluator
         from runsense_cli.records import SensorStatus
-        from runsense_cli.storage import Storage
+        from runsense_cli.storage import open_storage
 
-        storage = Storage.open(home)
+        storage = open_storage(home)
         evaluator = SensorEvaluator(storage, self.module.defs, page_size=page_size)
         sensor = self.module.defs.get_sensor(sensor_name)
         state = evaluator.state(sensor)
@@ -262,14 +262,14 @@ def bulk_runs(home: Path, count: int, job_name: str, status: str) -> float:
     Each run gets the status events a real run writes (RUN_STARTING, RUN_START, then RUN_SUCCESS
     or RUN_FAILURE), in the columns of storage.py's schema. Not part of any timing.
     """
-    from runsense_cli.storage import Storage
+    from runsense_cli.storage import open_storage
 
     started = time.perf_counter()
     if not (home / "runsense.db").exists():
         # Only when no Storage of this process has the file open: Storage.open reads the file's
         # header with plain I/O, and closing that descriptor drops the POSIX locks SQLite holds
         # for the other connection (see the report: "database disk image is malformed").
-        Storage.open(home).close()  # create the schema
+        open_storage(home).close()  # create the schema
     end_type = {"SUCCESS": "RUN_SUCCESS", "FAILURE": "RUN_FAILURE"}[status]
     end_message = (
         f'Finished execution of run for "{job_name}".'
@@ -426,7 +426,7 @@ def bench_seed_backlog(b: Bench) -> list[Result]:
                 )
             else:
                 lib_samples += timed(lambda e=evaluator, s=sensor: e.tick(s), 1)
-            made, reactions = evaluator.storage.db.execute(
+            made, reactions = evaluator.storage.conn.execute(
                 "SELECT (SELECT count(*) FROM runs WHERE job_name = 'status_reporting_job'),"
                 " (SELECT count(*) FROM reactions)"
             ).fetchone()
@@ -467,7 +467,7 @@ def bench_failure_backlog(b: Bench) -> list[Result]:
         evaluator, sensor = b.started_sensor(home, "on_failure")
         bulk_runs(home, count, "failing_job", "FAILURE")
         samples += timed(lambda e=evaluator, s=sensor: e.tick(s), 1)
-        reactions, write_backs = evaluator.storage.db.execute(
+        reactions, write_backs = evaluator.storage.conn.execute(
             "SELECT (SELECT count(*) FROM reactions),"
             " (SELECT count(*) FROM events WHERE event_type = 'SENSOR_REACTION')"
         ).fetchone()

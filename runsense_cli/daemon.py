@@ -1,4 +1,10 @@
-"""The sensor daemon: one loop per home that launches runs, fails dead ones and ticks sensors."""
+"""The sensor daemon: a loop that fails dead runs, launches queued ones and ticks sensors.
+
+On SQLite one daemon runs per home (a flock); on PostgreSQL any number run at once, all active:
+each sensor is ticked under its lease by one of them, each queued run claimed by one. Between
+passes the daemon sleeps until the storage reports a change (a status event, a queued run, a
+command) or the interval passes, whichever comes first.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from typing import Protocol
 
 from .errors import RunsenseError, SensorBusyError
 from .evaluation import SensorEvaluator, TickResult
+from .identity import current
 from .launcher import DeadRun, RunLauncher
 from .records import SensorStatus
 
@@ -90,6 +97,8 @@ class Daemon:
         self.stop_requested = threading.Event()
         self._last_tick: dict[str, float] = {}
         self._deadline: threading.Timer | None = None
+        self.identity = str(current())
+        self._last_beat = 0.0
 
     def request_stop(self, *_: object) -> None:
         """Signal handlers only set this flag; the tick notices it between reactions and commits
@@ -118,18 +127,46 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run_forever(self) -> None:
+        storage = self.evaluator.storage
         self.reporter.started(os.getpid(), sorted(self.evaluator.definitions.sensors))
         while not self.stop_requested.is_set():
             started = time.monotonic()
             try:
+                self._heartbeat()
                 self.run_pass()
             except RunsenseError as exc:
                 self.reporter.error(str(exc))
             self.reporter.idle()
-            self.stop_requested.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            remaining = self.interval - (time.monotonic() - started)
+            if remaining > 0 and not self.stop_requested.is_set():
+                try:
+                    storage.wait_for_change(remaining)
+                except RunsenseError as exc:
+                    self.reporter.error(str(exc))
+                    self.stop_requested.wait(remaining)
         if self._deadline is not None:
             self._deadline.cancel()
+        try:
+            storage.remove_daemon(self.identity)
+        except RunsenseError:
+            pass  # its heartbeat ages out instead
         self.reporter.stopping()
+
+    def _heartbeat(self) -> None:
+        """Say this daemon lives, for `status` and for other hosts (every third of a timeout)."""
+        now = time.monotonic()
+        if now - self._last_beat < self.launcher.heartbeat_timeout / 3:
+            return
+        self._last_beat = now
+        self.evaluator.storage.heartbeat_daemon(
+            self.identity,
+            {
+                "location": self.evaluator.location,
+                "sensors": sorted(self.evaluator.definitions.sensors),
+                "interval": self.interval,
+                "max_concurrent_runs": self.launcher.max_concurrent_runs,
+            },
+        )
 
     def run_pass(self) -> None:
         for dead in self.launcher.fail_dead_runs():
@@ -160,3 +197,32 @@ class Daemon:
         # Runs the ticks just requested start now rather than on the next pass.
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
+
+
+def serve(
+    evaluator: SensorEvaluator,
+    launcher: RunLauncher,
+    reporter: DaemonReporter,
+    *,
+    home: Path,
+    interval: float = DEFAULT_INTERVAL_S,
+    page_size: int | None = None,
+) -> None:
+    """Run a daemon in the foreground until a stop signal (the `runsense daemon` command).
+
+    On a single-host database (SQLite) it first takes the home's lock, before any write, so a
+    refused second daemon changes nothing.
+    """
+    lock = DaemonLock(home / "daemon.lock") if evaluator.storage.single_host else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if page_size is not None:
+            evaluator.page_size = page_size
+        evaluator.register_sensors()
+        the_daemon = Daemon(evaluator, launcher, reporter, interval=interval)
+        the_daemon.install_signal_handlers()
+        the_daemon.run_forever()
+    finally:
+        if lock is not None:
+            lock.release()

@@ -44,3 +44,11 @@ class SensorBusyError(RunsenseError):
 def describe(exc: BaseException) -> str:
     """`ValueError: boom`, or just the class name when the exception has no message."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class LeaseLostError(RunsenseError):
+    """A tick's lease was taken by another process: its page must not be stored."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database server cannot be reached (after retrying for a while)."""

@@ -7,7 +7,6 @@ effects inside the user's function (a Slack post) happen at least once.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +15,9 @@ from typing import Any
 
 from .config import validate_run_config
 from .definitions import Definitions, JobDefinition
-from .errors import RunsenseError, SensorBusyError, describe
+from .errors import LeaseLostError, RunsenseError, SensorBusyError, describe
+from .identity import current
+from .instance import RunsenseInstance
 from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickStatus
 from .runs import ErrorInfo, RunEvent, RunRecord
 from .sensors import (
@@ -25,13 +26,41 @@ from .sensors import (
     RunStatusSensorDefinition,
     SkipReason,
 )
-from .storage import NewRun, Storage, WriteBack
+from .storage import NewRun, PageResult, Storage, WriteBack
 
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
 MAX_RETRY_DELAY_S = 15 * 60
-LEASE_TTL_S = 120.0
+# Another daemon takes over a dead one's sensors within this (SPEC §10); renewed every third.
+LEASE_TTL_S = 15.0
 LEASE_WAIT_S = 2.0
+
+
+class TickLease:
+    """A tick's hold on its sensor. Checked before every call of the user's function: a process
+    that was paused past the lease (SIGSTOP, a long GC, a laptop lid) learns it lost the lease
+    before it calls anything else, not at the commit, so no event is handled twice."""
+
+    def __init__(self, storage: Storage, sensor_id: int, token: str, ttl: float | None = None):
+        self.storage = storage
+        self.sensor_id = sensor_id
+        self.token = token
+        self.ttl = LEASE_TTL_S if ttl is None else ttl
+        self.renewed = time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() - self.renewed < self.ttl / 3:
+            return
+        if not self.storage.renew_lease(self.sensor_id, self.token, self.ttl):
+            raise LeaseLostError(
+                "another process took over this sensor while this tick was paused;"
+                " it stopped before handling more events"
+            )
+        self.renewed = time.monotonic()
+
+    def committed(self) -> None:
+        """A page commit pushes the expiry out too."""
+        self.renewed = time.monotonic()
 
 
 @dataclass
@@ -77,6 +106,7 @@ class SensorEvaluator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
+        self.instance = RunsenseInstance(storage)
         self.definitions = definitions
         self.origin = origin
         self.page_size = page_size
@@ -110,13 +140,13 @@ class SensorEvaluator:
         if state.started_at is None:
             return 0
         return self.storage.count_status_events_after(
-            sensor.event_type, state.cursor, sensor.scope(self.location)
+            sensor.event_types, state.cursor, sensor.scope(self.location)
         )
 
     def has_work(self, sensor: RunStatusSensorDefinition, state: SensorState, now: float) -> bool:
         """One indexed query: a new matching event, or a failed reaction that is due."""
         if self.storage.has_status_events_after(
-            sensor.event_type, state.cursor, sensor.scope(self.location)
+            sensor.event_types, state.cursor, sensor.scope(self.location)
         ):
             return True
         due = self.storage.next_retry_at(state.sensor_id)
@@ -137,16 +167,18 @@ class SensorEvaluator:
         and leaves the rest for the next tick.
         """
         state = self.state(sensor)
-        token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        token = uuid.uuid4().hex
         self._acquire(state, token, lease_wait)
+        lease = TickLease(self.storage, state.sensor_id, token)
         try:
-            return self._tick_locked(sensor, state.sensor_id, token, should_stop or (lambda: False))
+            return self._tick_locked(sensor, lease, should_stop or (lambda: False))
         finally:
             self.storage.release_lease(state.sensor_id, token)
 
     def _acquire(self, state: SensorState, token: str, wait: float) -> None:
         deadline = time.monotonic() + wait
-        while not self.storage.acquire_lease(state.sensor_id, token, LEASE_TTL_S):
+        holder = str(current())
+        while not self.storage.acquire_lease(state.sensor_id, token, LEASE_TTL_S, holder):
             if time.monotonic() >= deadline:
                 raise SensorBusyError(
                     f"sensor '{state.name}' is busy: another process is ticking it",
@@ -157,8 +189,7 @@ class SensorEvaluator:
     def _tick_locked(
         self,
         sensor: RunStatusSensorDefinition,
-        sensor_id: int,
-        token: str,
+        lease: TickLease,
         should_stop: Callable[[], bool],
     ) -> TickResult:
         # Re-read inside the lease: another process may have moved the cursor meanwhile.
@@ -176,28 +207,31 @@ class SensorEvaluator:
         )
         result = TickResult(sensor.name, tick)
         scope = sensor.scope(self.location)
+        sensor_id = lease.sensor_id
 
-        def commit(pairs: list[tuple[RunEvent, RunRecord, int]], cursor: int | None) -> None:
+        def commit(
+            pairs: list[tuple[RunEvent, RunRecord, int]],
+            cursor: int | None,
+            expected: int | None,
+        ) -> PageResult:
             reactions, new_runs, run_keys, write_backs = [], [], [], []
             keys_in_page: dict[str, str] = {}
-            renewed = time.monotonic()
             for index, (event, run, attempt) in enumerate(pairs):
                 if index and should_stop():
                     # Asked to stop mid-page: commit what is done; the rest waits for next time.
                     if cursor is not None:
                         cursor = pairs[index - 1][0].event_id
                     break
-                # Slow reactions (a stalled Slack post) must not outlast the lease mid-page.
-                if time.monotonic() - renewed > LEASE_TTL_S / 4:
-                    self.storage.renew_lease(sensor_id, token, LEASE_TTL_S)
-                    renewed = time.monotonic()
+                lease.check()
                 outcome = self.react(sensor, sensor_id, event, run, attempt, keys_in_page)
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
                 new_runs += outcome.new_runs
                 run_keys += outcome.run_keys
                 if outcome.write_back:
-                    write_backs.append(WriteBack(run.run_id, outcome.write_back))
+                    write_backs.append(
+                        WriteBack(run.run_id, run.job_name, run.location, outcome.write_back)
+                    )
                 result.reactions.append((reaction, run))
                 tick.reactions += 1
                 tick.run_ids += reaction.run_ids
@@ -211,7 +245,7 @@ class SensorEvaluator:
                 tick.skip_reasons = ["no new events"]
             tick.status = _tick_status(result.reactions)
             tick.duration_s = time.perf_counter() - started_perf
-            self.storage.commit_page(
+            page = self.storage.commit_page(
                 sensor_id,
                 tick,
                 reactions,
@@ -219,9 +253,17 @@ class SensorEvaluator:
                 run_keys,
                 write_backs,
                 cursor,
-                token,
-                LEASE_TTL_S,
+                expected,
+                lease.token,
+                lease.ttl,
             )
+            lease.committed()
+            if page == PageResult.CURSOR_MOVED:
+                tick.cursor_after = expected or 0
+                tick.skip_reasons.append("cursor moved by a user during the tick; it was kept")
+            elif page == PageResult.STOPPED:
+                tick.skip_reasons.append("sensor stopped during the tick")
+            return page
 
         # Retries first: they are older than anything new.
         while True:
@@ -234,18 +276,20 @@ class SensorEvaluator:
                 if event is None:
                     continue
                 pairs.append((event, self.storage.get_run(reaction.run_id), reaction.attempts + 1))
-            commit(pairs, None)
+            if commit(pairs, None, None) != PageResult.COMMITTED:
+                return result
             if len(due) < self.page_size or should_stop():
                 break
 
         cursor = state.cursor
         while True:
             page, high_water = self.storage.status_events_after(
-                sensor.event_type, cursor, scope, self.page_size
+                sensor.event_types, cursor, scope, self.page_size
             )
             tick.events_scanned += len(page)
             if page or high_water > cursor:
-                commit([(event, run, 1) for event, run in page], high_water)
+                if commit([(e, r, 1) for e, r in page], high_water, cursor) != PageResult.COMMITTED:
+                    return result  # a user stopped the sensor or moved its cursor: they win
                 cursor = high_water
             if len(page) < self.page_size or should_stop():
                 break
@@ -269,7 +313,7 @@ class SensorEvaluator:
         keys_in_page: dict[str, str] | None = None,
     ) -> Outcome:
         """Call the sensor's function for one run and say what it amounts to; stores nothing."""
-        context = sensor.build_context(run, event, self.storage)
+        context = sensor.build_context(run, event, self.instance)
         try:
             raw = sensor.evaluate_run(context)
         except PermanentReactionError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from .config import validate_run_config
 from .home import database_path
+from .identity import current
 from .runs import ErrorInfo, EventType, RunRecord, RunStatus
-from .storage import Storage
+from .storage import Storage, database_url, open_storage
+
+HEARTBEAT_EVERY_S = 10.0
 
 if TYPE_CHECKING:
     from .definitions import JobDefinition
@@ -123,9 +127,20 @@ def execute_run(
 ) -> RunResult:
     """Take a STARTING run through STARTED to SUCCESS or FAILURE.
 
-    Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops.
+    Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops. A status
+    move another process already made (a cancel) wins: the run stops where it is.
     """
-    run = storage.set_run_status(run, RunStatus.STARTED)
+    started_run = storage.set_run_status(run, RunStatus.STARTED)
+    if started_run is None:
+        return RunResult(storage.get_run(run.run_id))
+    run = started_run
+    with Heartbeat(storage, run.run_id):
+        return _execute_nodes(storage, job, run, on_step)
+
+
+def _execute_nodes(
+    storage: Storage, job: JobDefinition, run: RunRecord, on_step: OnStep | None
+) -> RunResult:
     ops_config = (run.run_config.get("ops") or {}) if run.run_config else {}
     outputs: dict[str, Any] = {}
     for node in job.nodes:
@@ -167,13 +182,13 @@ def execute_run(
             )
             if on_step:
                 on_step(StepReport("failure", node.name, duration, error))
-            run = storage.set_run_status(
+            failed = storage.set_run_status(
                 run,
                 RunStatus.FAILURE,
                 f'Execution of run for "{job.name}" failed. Step "{node.name}" failed: {error}',
                 error=error,
             )
-            return RunResult(run, outputs, node.name, error)
+            return RunResult(failed or storage.get_run(run.run_id), outputs, node.name, error)
         duration = time.perf_counter() - started
         storage.append_event(
             run,
@@ -183,8 +198,47 @@ def execute_run(
         )
         if on_step:
             on_step(StepReport("success", node.name, duration))
-    run = storage.set_run_status(run, RunStatus.SUCCESS)
-    return RunResult(run, outputs)
+    done = storage.set_run_status(run, RunStatus.SUCCESS)
+    return RunResult(done or storage.get_run(run.run_id), outputs)
+
+
+class Heartbeat:
+    """While a run executes, tell other hosts its worker lives (only where they watch: PostgreSQL).
+
+    The beat runs on its own thread with its own connection, opened only once the first beat is
+    due, so a short run costs nothing; a beat that fails is skipped, never the run.
+    """
+
+    def __init__(self, storage: Storage, run_id: str, every: float = HEARTBEAT_EVERY_S) -> None:
+        self.storage = storage
+        self.run_id = run_id
+        self.every = every
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self.storage.needs_heartbeats:
+            self.thread = threading.Thread(
+                target=self._beat, name="runsense-heartbeat", daemon=True
+            )
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+
+    def _beat(self) -> None:
+        beats: Storage | None = None
+        try:
+            while not self.stop.wait(self.every):
+                try:
+                    beats = beats or self.storage.reopen()
+                    beats.heartbeat_runs([self.run_id])
+                except Exception:
+                    pass  # the next beat tries again; a missed one is what the timeout allows
+        finally:
+            if beats is not None:
+                beats.close()
 
 
 def start_run(
@@ -206,7 +260,7 @@ def start_run(
         all_tags,
         status=RunStatus.STARTING,
         origin=origin,
-        worker_pid=os.getpid(),
+        worker=str(current()),
     )
 
 
@@ -234,6 +288,12 @@ _open_storages: dict[tuple[int, str], tuple[int, Storage]] = {}
 
 
 def _shared_storage(home: str | None) -> Storage:
+    if url := database_url():
+        key = (os.getpid(), url)
+        cached = _open_storages.get(key)
+        if cached is None:
+            cached = _open_storages[key] = (0, open_storage(url=url))
+        return cached[1]
     path = str(database_path(home))
     key = (os.getpid(), path)
     cached = _open_storages.get(key)
@@ -243,7 +303,7 @@ def _shared_storage(home: str | None) -> Storage:
         inode = -1
     if cached is not None and cached[0] == inode:
         return cached[1]
-    storage = Storage.open(home)
+    storage = open_storage(home)
     _open_storages[key] = (os.stat(path).st_ino, storage)
     return storage
 

@@ -1,4 +1,11 @@
-"""Starting queued runs in worker subprocesses, and noticing workers that died mid-run."""
+"""Starting queued runs in worker subprocesses, and noticing workers that died mid-run.
+
+A launcher claims a run in the database (QUEUED → STARTING, with a token) before it starts a
+worker, so two launchers (two daemons, or a daemon and `sensor tick`) never start the same run;
+the worker confirms the claim before executing anything. A run is failed for a dead worker only
+on evidence: its launcher saw its own child exit, or the worker's identity (node, pid, start time)
+says it is gone on this node, or, elsewhere, its heartbeat is older than `heartbeat_timeout`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import pid_alive
+from .identity import ProcessId, current, node_name, pid_alive
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
+DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -24,10 +33,10 @@ class DeadRun:
 
 
 class RunLauncher:
-    """Keeps at most `max_concurrent_runs` runs in progress, each in its own worker process.
+    """Keeps at most `max_concurrent_runs` runs in progress on this node, one worker process each.
 
     Workers run in their own session, so Ctrl-C on the daemon's terminal does not reach them and
-    they outlive a daemon that stops; the next launcher adopts them through their recorded pid.
+    they outlive a daemon that stops; the next launcher watches them through their identity.
     """
 
     def __init__(
@@ -35,57 +44,73 @@ class RunLauncher:
         storage: Storage,
         home: Path,
         max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS,
+        *,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+        database_url: str | None = None,
     ) -> None:
         self.storage = storage
         self.home = home
         self.max_concurrent_runs = max(1, max_concurrent_runs)
+        self.heartbeat_timeout = heartbeat_timeout
+        self.database_url = database_url
+        self.identity = str(current())
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        # Exit codes of reaped children, kept until fail_dead_runs has looked at their runs.
+        # Exit codes of reaped children until fail_dead_runs has looked at their runs; cleared
+        # on every look, so it never grows with the number of runs launched.
         self._exit_codes: dict[str, int] = {}
 
     def launch_queued(self, run_ids: set[str] | None = None) -> list[str]:
-        """Start queued runs (oldest first, or only `run_ids`) while there is room."""
+        """Claim and start queued runs (oldest first, or only `run_ids`) while there is room."""
         self.reap()
-        in_progress = len(self.storage.runs_with_status(IN_PROGRESS_STATUSES))
-        unclaimed = sum(1 for run_id in self.children if self._still_queued(run_id))
-        room = self.max_concurrent_runs - in_progress - unclaimed
-        started: list[str] = []
+        node = node_name()
+        mine = sum(
+            1
+            for run in self.storage.runs_with_status(IN_PROGRESS_STATUSES)
+            if _node_of(run.worker or run.launcher) in (node, None)
+        )
+        room = self.max_concurrent_runs - mine
         if room <= 0:
-            return started
-        for run in self.storage.runs_with_status(
-            [RunStatus.QUEUED],
-            # Only some runs wanted (a `sensor tick` waiting on its own): older queued runs must
-            # not use up the query, or the wanted ones would never start.
-            limit=None if run_ids is not None else room + len(self.children),
-        ):
-            if len(started) >= room:
-                break
-            if run.run_id in self.children or (run_ids is not None and run.run_id not in run_ids):
+            return []
+        started: list[str] = []
+        for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
+            try:
+                self.children[run.run_id] = self._spawn(run.run_id, token)
+            except OSError as exc:
+                self.storage.set_run_status(
+                    run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
+                )
                 continue
-            self.children[run.run_id] = self._spawn(run.run_id)
             started.append(run.run_id)
         return started
 
-    def _spawn(self, run_id: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, run_id: str, token: str) -> subprocess.Popen[bytes]:
         logs = self.home / "logs"
-        logs.mkdir(mode=0o700, exist_ok=True)
+        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(logs / f"{run_id}.log", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        env = dict(os.environ)
+        if self.database_url:
+            env["RUNSENSE_DATABASE_URL"] = self.database_url  # never on the command line: ps
         try:
             return subprocess.Popen(
-                [sys.executable, "-m", "runsense_cli", "_worker", run_id, "--home", str(self.home)],
+                [
+                    sys.executable,
+                    "-m",
+                    "runsense_cli",
+                    "_worker",
+                    run_id,
+                    "--home",
+                    str(self.home),
+                    "--claim",
+                    token,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )
         finally:
             os.close(fd)
-
-    def _still_queued(self, run_id: str) -> bool:
-        try:
-            return self.storage.get_run(run_id).status == RunStatus.QUEUED
-        except Exception:
-            return False
 
     def reap(self) -> dict[str, int]:
         """Collect exit codes of finished children (so none linger as zombies)."""
@@ -99,33 +124,74 @@ class RunLauncher:
         return done
 
     def fail_dead_runs(self) -> list[DeadRun]:
-        """Mark FAILURE every in-progress run whose worker process is gone."""
+        """Mark FAILURE every in-progress run whose worker is gone, once (compare-and-set)."""
         self.reap()
         dead: list[DeadRun] = []
-        for run in self.storage.runs_with_status(IN_PROGRESS_STATUSES):
-            if run.run_id in self.children or run.worker_pid is None:
+        in_progress = self.storage.runs_with_status(IN_PROGRESS_STATUSES)
+        now = self.storage.db_time() if any(not _is_local(r) for r in in_progress) else 0.0
+        for run in in_progress:
+            if run.run_id in self.children:
                 continue
-            code = self._exit_codes.pop(run.run_id, None)
-            if code is None and pid_alive(run.worker_pid):
+            reason = self._why_dead(run, now)
+            if reason is None:
                 continue
-            reason = _death_reason(run.worker_pid, code)
-            # Re-read: the worker may have finished the run just before it exited.
-            current = self.storage.get_run(run.run_id)
-            if current.status not in IN_PROGRESS_STATUSES:
-                continue
-            self.storage.set_run_status(
-                current,
+            failed = self.storage.set_run_status(
+                run,
                 RunStatus.FAILURE,
                 f'Execution of run for "{run.job_name}" failed. {reason}',
+                only_from=IN_PROGRESS_STATUSES,
             )
-            dead.append(DeadRun(current, reason))
+            if failed is not None:
+                dead.append(DeadRun(failed, reason))
+        self._exit_codes.clear()  # the rest belong to runs that finished properly
         return dead
+
+    def _why_dead(self, run: RunRecord, now: float) -> str | None:
+        code = self._exit_codes.get(run.run_id)
+        if code is not None:
+            return _death_reason(run.worker_pid, code)
+        worker = ProcessId.parse(run.worker)
+        if worker is not None:
+            alive = worker.alive()
+            if alive is False:
+                return f"Run worker (pid {worker.pid}) is gone and the run never finished."
+            if alive is None and self._stale(run, now):
+                return (
+                    f"Run worker (pid {worker.pid} on {worker.node}) sent no heartbeat for over"
+                    f" {self.heartbeat_timeout:g} s."
+                )
+            return None
+        if run.worker_pid is not None and run.launcher is None:
+            # A row from before workers had identities: the pid is all there is.
+            if pid_alive(run.worker_pid):
+                return None
+            return f"Run worker (pid {run.worker_pid}) is gone and the run never finished."
+        launcher = ProcessId.parse(run.launcher)
+        if launcher is None or str(launcher) == self.identity:
+            return None
+        alive = launcher.alive()
+        if alive is False:
+            return f"Its launcher (pid {launcher.pid}) died before a run worker started."
+        if alive is None and self._stale(run, now):
+            return (
+                f"Its launcher on {launcher.node} started no run worker within"
+                f" {self.heartbeat_timeout:g} s."
+            )
+        return None
+
+    def _stale(self, run: RunRecord, now: float) -> bool:
+        return run.heartbeat_at is not None and now - run.heartbeat_at > self.heartbeat_timeout
 
     def running_count(self) -> int:
         self.reap()
         return len(self.children)
 
-    def wait_for(self, run_ids: set[str], poll: float = 0.05, on_finish=None) -> list[RunRecord]:
+    def wait_for(
+        self,
+        run_ids: set[str],
+        poll: float = 0.05,
+        on_finish: Callable[[RunRecord], None] | None = None,
+    ) -> list[RunRecord]:
         """Launch and wait until every run in `run_ids` has finished; returns them in order."""
         pending = set(run_ids)
         finished: list[RunRecord] = []
@@ -144,13 +210,21 @@ class RunLauncher:
         return finished
 
 
-def _death_reason(pid: int, code: int | None) -> str:
-    if code is not None and code < 0:
+def _node_of(identity: str | None) -> str | None:
+    parsed = ProcessId.parse(identity)
+    return parsed.node if parsed else None
+
+
+def _is_local(run: RunRecord) -> bool:
+    return _node_of(run.worker or run.launcher) in (node_name(), None)
+
+
+def _death_reason(pid: int | None, code: int) -> str:
+    who = f"Run worker (pid {pid})" if pid else "Run worker"
+    if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return f"Run worker (pid {pid}) was killed by {name} before the run finished."
-    if code is not None:
-        return f"Run worker (pid {pid}) exited with code {code} before the run finished."
-    return f"Run worker (pid {pid}) is gone and the run never finished."
+        return f"{who} was killed by {name} before the run finished."
+    return f"{who} exited with code {code} before the run finished."

@@ -45,6 +45,8 @@ class SensorState:
     cursor: int
     started_at: float | None
     last_tick_at: float | None
+    # None: the status follows the code's default_status; "user": pinned by sensor start/stop.
+    status_source: str | None = None
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Tick:
     errors: list[str] = field(default_factory=list)
     cursor_before: int = 0
     cursor_after: int = 0
+    logs: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -131,6 +131,9 @@ class RunRecord:
     parent_run_id: str | None = None
     root_run_id: str | None = None
     worker_pid: int | None = None
+    launcher: str | None = None  # the ProcessId that claimed it (see identity.py)
+    worker: str | None = None  # the ProcessId executing it
+    heartbeat_at: float | None = None  # its worker's last sign of life, database clock
 
     @property
     def is_success(self) -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .definitions import JobDefinition
 from .errors import DefinitionError
+from .instance import RunsenseInstance, as_instance
 from .runs import STATUS_EVENT_TYPES, ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import SensorScope
 
@@ -61,13 +62,13 @@ class RunStatusSensorContext:
         sensor_name: str,
         dagster_run: RunRecord,
         dagster_event: RunEvent | None,
-        instance: Storage | None = None,
+        instance: RunsenseInstance | Storage | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         self.sensor_name = sensor_name
         self.dagster_run = dagster_run
         self.dagster_event = dagster_event
-        self.instance = instance
+        self.instance = as_instance(instance)
         self.log = log or logging.getLogger(f"runsense.sensor.{sensor_name}")
 
     @property
@@ -96,7 +97,7 @@ class RunFailureSensorContext(RunStatusSensorContext):
             return []
         return [
             StepFailureEvent(e.step_key or "", e.message, e.error, e.event_id)
-            for e in self.instance.events_for_run(self.dagster_run.run_id)
+            for e in self.instance.all_logs(self.dagster_run.run_id)
             if e.event_type == EventType.STEP_FAILURE
         ]
 
@@ -172,6 +173,11 @@ class RunStatusSensorDefinition:
     @property
     def event_type(self) -> EventType:
         return STATUS_EVENT_TYPES[self.run_status]
+
+    @property
+    def event_types(self) -> tuple[EventType, ...]:
+        """The status events this sensor reads."""
+        return (self.event_type,)
 
     @property
     def is_failure_sensor(self) -> bool:

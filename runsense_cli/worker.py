@@ -1,4 +1,4 @@
-"""A run worker: the subprocess that executes one queued run (`python -m runsense_cli _worker`)."""
+"""A run worker: the subprocess that executes one claimed run (`python -m runsense_cli _worker`)."""
 
 from __future__ import annotations
 
@@ -6,36 +6,37 @@ import os
 import sys
 
 from .errors import RunsenseError
+from .identity import current
 from .runs import ErrorInfo, RunStatus
-from .storage import Storage
+from .storage import Storage, open_storage
 
-USAGE = "usage: python -m runsense_cli _worker RUN_ID [--home DIR]"
+USAGE = "usage: python -m runsense_cli _worker RUN_ID [--home DIR] --claim TOKEN"
 
 
 def main(argv: list[str]) -> int:
-    """Claim the run (QUEUED → STARTING with this pid), load its project, execute it.
+    """Confirm the launcher's claim (recording this process as the run's worker), load the
+    project, execute the run.
 
-    If another worker claimed it first this one exits 0 quietly: starting a run twice is the one
-    thing a launcher race must never do.
+    If the claim no longer holds (the run was cancelled or taken) this worker exits 0 without
+    running anything: a run must never be executed twice.
     """
     if not argv or argv[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         return 2
-    run_id, home = argv[0], None
-    if len(argv) >= 3 and argv[1] == "--home":
-        home = argv[2]
+    run_id, options = argv[0], dict(zip(argv[1::2], argv[2::2], strict=False))
+    token = options.get("--claim")
+    if not token:
+        print(USAGE, file=sys.stderr)
+        return 2
     try:
-        storage = Storage.open(home)
+        storage = open_storage(options.get("--home"), give_up_after=None)
     except RunsenseError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     with storage:
-        run = storage.get_run(run_id)
-        if run.status != RunStatus.QUEUED or not storage.claim_run(
-            run_id, RunStatus.QUEUED, os.getpid()
-        ):
+        run = storage.register_worker(run_id, token, str(current()))
+        if run is None:
             return 0
-        run = storage.get_run(run_id)
         try:
             job = _load_job(storage, run_id, run.job_name)
         except BaseException as exc:

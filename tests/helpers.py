@@ -95,3 +95,15 @@ def db_snapshot(home: Path) -> list[str] | bytes | None:
         return db_dump(home)
     except sqlite3.DatabaseError:
         return (home / "runsense.db").read_bytes()
+
+
+def claim(storage, run_id: str):
+    """Take a QUEUED run the way a launcher and its worker do (claim, then register); the run."""
+    import os
+
+    from runsense_cli.identity import ProcessId
+
+    [(_, token)] = storage.claim_queued_runs("test/1/1", 1, [run_id])
+    run = storage.register_worker(run_id, token, str(ProcessId.of(os.getpid())))
+    assert run is not None
+    return run

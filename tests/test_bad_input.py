@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runsense_cli.cli import app
-from runsense_cli.storage import SCHEMA_VERSION
+from runsense_cli.storage.schema import SCHEMA_VERSION
 from tests.helpers import PROJECT, db_snapshot
 
 runner = CliRunner()

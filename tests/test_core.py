@@ -19,7 +19,8 @@ from runsense_cli import (
     run_status_sensor,
 )
 from runsense_cli.errors import ConfigError, DefinitionError, StorageError
-from runsense_cli.storage import SCHEMA_VERSION, Storage
+from runsense_cli.storage import open_storage
+from runsense_cli.storage.schema import SCHEMA_VERSION
 
 
 @op
@@ -117,7 +118,7 @@ def test_failure_sensor_bare_and_called_and_unit_testable():
     assert bare.run_status == called.run_status == DagsterRunStatus.FAILURE
     assert called.name == "named"
     result = failing.execute_in_process()
-    run = Storage.open().get_run(result.run_id)
+    run = open_storage().get_run(result.run_id)
     context = build_run_status_sensor_context("named", run)
     assert called(context) == "seen failing"
 
@@ -155,7 +156,7 @@ def test_config_reaches_the_op_and_logs_go_to_the_event_log():
     config = {"ops": {"configured": {"config": {"job_name": "x", "count": 2, "ratio": 1}}}}
     result = with_config.execute_in_process(run_config=config, tags={"team": "data"})
     assert result.output_for_node("configured") == 2
-    storage = Storage.open()
+    storage = open_storage()
     run = storage.get_run(result.run_id)
     assert run.tags["team"] == "data"
     events = storage.events_for_run(result.run_id)
@@ -175,7 +176,7 @@ def test_a_failing_op_fails_the_run_and_stops_later_ops():
     result = failing.execute_in_process()
     assert not result.success
     assert result.failed_step == "explode"
-    storage = Storage.open()
+    storage = open_storage()
     events = storage.events_for_run(result.run_id)
     failure = next(e for e in events if e.event_type.value == "STEP_FAILURE")
     assert failure.error is not None and "ValueError: kaput" in failure.error.stack
@@ -198,23 +199,23 @@ def test_a_file_that_is_not_sqlite_is_refused_untouched(home):
     home.mkdir()
     (home / "runsense.db").write_bytes(b"definitely not a database" * 10)
     with pytest.raises(StorageError, match="is not a SQLite database"):
-        Storage.open()
+        open_storage()
     assert (home / "runsense.db").read_bytes() == b"definitely not a database" * 10
 
 
 def test_a_newer_database_is_refused(home):
-    Storage.open().close()
+    open_storage().close()
     connection = sqlite3.connect(home / "runsense.db")
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     connection.close()
     with pytest.raises(StorageError, match="newer than this runsense"):
-        Storage.open()
+        open_storage()
 
 
 def test_find_run_by_prefix_and_list_newest_first():
     first = chain.execute_in_process()
     second = failing.execute_in_process()
-    storage = Storage.open()
+    storage = open_storage()
     assert storage.find_run(first.run_id[:10]).run_id == first.run_id
     assert [r.run_id for r in storage.list_runs()] == [second.run_id, first.run_id]
     assert [r.run_id for r in storage.list_runs(status=RunStatus.FAILURE)] == [second.run_id]
@@ -226,4 +227,4 @@ def test_find_run_by_prefix_and_list_newest_first():
 def test_the_same_job_listed_twice_is_accepted_and_prefixes_ignore_case():
     assert list(Definitions(jobs=[chain, chain]).jobs) == ["chain"]
     result = chain.execute_in_process()
-    assert Storage.open().find_run(result.run_id[:8].upper()).run_id == result.run_id
+    assert open_storage().find_run(result.run_id[:8].upper()).run_id == result.run_id

@@ -22,7 +22,7 @@ from runsense_cli import (
 )
 from runsense_cli.errors import ConfigError, DefinitionError, RunsenseError
 from runsense_cli.runs import EventType, RunRecord
-from runsense_cli.storage import Storage
+from runsense_cli.storage import open_storage
 
 
 @op
@@ -464,7 +464,7 @@ def test_a_failure_context_built_from_a_real_failed_run_lists_its_step_failures(
         seen["partition"] = context.partition_key
 
     result = failing.execute_in_process()
-    with Storage.open() as storage:
+    with open_storage() as storage:
         run = storage.get_run(result.run_id)
         event = storage.status_event_for_run(run.run_id, EventType.RUN_FAILURE)
         context = build_run_status_sensor_context("inspect_failure", run, event, storage)

@@ -33,10 +33,13 @@ from runsense_cli import (
 from runsense_cli.errors import SensorBusyError
 from runsense_cli.evaluation import MAX_RETRY_DELAY_S, SensorEvaluator
 from runsense_cli.execution import RunResult, execute_run, start_run
+from runsense_cli.identity import ProcessId
 from runsense_cli.project import find_project, load_project
 from runsense_cli.records import ReactionState, SensorStatus, TickStatus
 from runsense_cli.runs import EventType
-from runsense_cli.storage import Storage
+from runsense_cli.storage import Storage, open_storage
+from runsense_cli.storage.sqlite import SqliteStorage
+from tests.helpers import claim
 
 # -- the seed's definitions ---------------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class Clock:
 
 @pytest.fixture
 def storage(home):
-    with Storage.open() as storage:
+    with open_storage() as storage:
         yield storage
 
 
@@ -142,8 +145,7 @@ def run_queued(storage: Storage, defs: Definitions, run_ids) -> list[RunResult]:
     """Execute requested (QUEUED) runs the way a run worker does: claim, then execute."""
     results = []
     for run_id in run_ids:
-        assert storage.claim_run(run_id, RunStatus.QUEUED, os.getpid())
-        queued = storage.get_run(run_id)
+        queued = claim(storage, run_id)
         results.append(execute_run(storage, defs.get_job(queued.job_name), queued))
     return results
 
@@ -898,11 +900,12 @@ import json, sys, time
 from pathlib import Path
 from runsense_cli.evaluation import SensorEvaluator
 from runsense_cli.project import find_project, load_project
-from runsense_cli.storage import Storage
+from runsense_cli.storage import Storage, open_storage
+from runsense_cli.storage.sqlite import SqliteStorage
 
 defs = load_project(find_project(file=sys.argv[1]))
 go = Path(sys.argv[2])
-evaluator = SensorEvaluator(Storage.open(), defs, page_size=int(sys.argv[3]))
+evaluator = SensorEvaluator(open_storage(), defs, page_size=int(sys.argv[3]))
 print("ready", flush=True)
 while not go.exists():
     time.sleep(0.002)
@@ -976,7 +979,7 @@ def test_a_tick_refuses_while_another_live_process_holds_the_lease(storage):
     evaluator = started(storage, defs, on_failure)
     sensor_id = evaluator.state(on_failure).sensor_id
     run(storage, failing_job)
-    assert storage.acquire_lease(sensor_id, "someone-else", 60, pid=os.getppid())
+    assert storage.acquire_lease(sensor_id, "someone-else", 60, str(ProcessId.of(os.getppid())))
 
     with pytest.raises(SensorBusyError, match="sensor 'on_failure' is busy"):
         evaluator.tick(on_failure, lease_wait=0.1)
@@ -1024,7 +1027,7 @@ class SimulatedCrash(BaseException):
     """The process dying between a page's writes and its COMMIT."""
 
 
-class CrashOnPage(Storage):
+class CrashOnPage(SqliteStorage):
     """Storage whose Nth page commit dies after writing everything but before COMMIT."""
 
     crash_on: int = 0
@@ -1033,9 +1036,10 @@ class CrashOnPage(Storage):
     def commit_page(self, *args, **kwargs):
         self.pages += 1
         with self.transaction():
-            super().commit_page(*args, **kwargs)  # joins this transaction
+            result = super().commit_page(*args, **kwargs)  # joins this transaction
             if self.pages == self.crash_on:
                 raise SimulatedCrash
+        return result
 
 
 def test_a_crash_before_a_page_commits_stores_none_of_it_and_the_page_is_replayed(home):
@@ -1047,7 +1051,7 @@ def test_a_crash_before_a_page_commits_stores_none_of_it_and_the_page_is_replaye
         return [RunRequest(run_key=context.dagster_run.run_id), RunRequest()]
 
     defs = Definitions(jobs=[job_a], sensors=[keyed])
-    with CrashOnPage.open() as storage:
+    with CrashOnPage.open_home() as storage:
         evaluator = started(storage, defs, keyed, page_size=10)
         parents = [run(storage, job_a).run_id for _ in range(25)]
         storage.crash_on = 2
@@ -1169,3 +1173,42 @@ def test_a_tick_over_only_other_jobs_events_moves_the_cursor_and_is_skipped(stor
     assert (tick.status, tick.events_scanned, tick.reactions) == (TickStatus.SKIPPED, 0, 0)
     assert tick.cursor_after == storage.newest_event_id() > tick.cursor_before
     assert evaluator.state(only_a).cursor == tick.cursor_after
+
+
+def test_a_long_page_renews_the_lease_so_no_other_process_can_take_it(storage, monkeypatch):
+    """Given reactions slower than a third of the lease, the lease is pushed out mid-page."""
+    import sqlite3
+
+    import runsense_cli.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "LEASE_TTL_S", 0.15)
+    expiries = []
+
+    @run_failure_sensor
+    def slow(context):
+        time.sleep(0.06)
+        with sqlite3.connect(storage.path) as other:
+            expiries.append(other.execute("SELECT lease_expires FROM sensors").fetchone()[0])
+
+    defs = Definitions(jobs=[failing_job], sensors=[slow])
+    evaluator = started(storage, defs, slow)
+    for _ in range(6):
+        run(storage, failing_job)
+    evaluator.tick(slow)
+    assert len(reactions(evaluator, slow)) == 6
+    assert len(set(expiries)) > 1  # renewed during the page
+
+
+def test_a_sensor_error_traceback_starts_in_user_code(storage):
+    @run_failure_sensor
+    def breaks(context):
+        raise KeyError("missing")
+
+    defs = Definitions(jobs=[failing_job], sensors=[breaks])
+    evaluator = started(storage, defs, breaks)
+    run(storage, failing_job)
+    evaluator.tick(breaks)
+    [reaction] = reactions(evaluator, breaks)
+    assert "in breaks" in reaction.error and "KeyError: 'missing'" in reaction.error
+    assert "runsense_cli/evaluation.py" not in reaction.error
+    assert "runsense_cli/sensors.py" not in reaction.error

@@ -10,7 +10,8 @@ from runsense_cli import RunStatus, job, op
 from runsense_cli.errors import ConfigError
 from runsense_cli.execution import execute_run, start_run
 from runsense_cli.runs import EventType
-from runsense_cli.storage import Storage
+from runsense_cli.storage import open_storage
+from tests.helpers import claim
 
 calls: list[str] = []
 
@@ -79,7 +80,7 @@ def _reset_calls():
 
 
 def events(run_id: str):
-    with Storage.open() as storage:
+    with open_storage() as storage:
         return storage.events_for_run(run_id)
 
 
@@ -91,7 +92,7 @@ def test_execute_in_process_succeeds_with_outputs_and_a_stored_run(home):
     assert result.success
     assert result.output_for_node("extract") == 20
     assert result.output_for_node("add_one_2") == 22
-    with Storage.open() as storage:
+    with open_storage() as storage:
         run = storage.get_run(result.run_id)
     assert run.status == RunStatus.SUCCESS and run.is_success and run.is_finished
     assert run.job_name == "pipeline" and run.location == pipeline.location
@@ -134,7 +135,7 @@ def test_a_failing_op_fails_the_run_and_later_ops_do_not_run(home):
     assert not result.success
     assert result.failed_step == "explode"
     assert calls == ["extract", "explode"]
-    with Storage.open() as storage:
+    with open_storage() as storage:
         run = storage.get_run(result.run_id)
     assert run.status == RunStatus.FAILURE and run.is_failure and run.end_time is not None
 
@@ -164,7 +165,7 @@ def test_raise_on_error_raises_after_storing_the_failure(home):
     with pytest.raises(RuntimeError, match='step "explode" failed: ValueError: kaput at 20'):
         failing.execute_in_process(raise_on_error=True)
 
-    with Storage.open() as storage:
+    with open_storage() as storage:
         [run] = storage.list_runs()
     assert run.status == RunStatus.FAILURE
 
@@ -182,7 +183,7 @@ def test_context_log_writes_log_events_tagged_with_the_step_and_op_config_arrive
         ("status_report", "INFO", "reporting etl"),
         ("status_report", "WARNING", "twice"),
     ]
-    with Storage.open() as storage:
+    with open_storage() as storage:
         assert storage.get_run(result.run_id).run_config == config
 
 
@@ -222,13 +223,13 @@ def test_invalid_run_config_leaves_an_existing_database_unchanged(home):
     """Given a home with runs, when a run with bad config is attempted, then no run or event is
     added."""
     pipeline.execute_in_process()
-    with Storage.open() as storage:
+    with open_storage() as storage:
         before = (len(storage.list_runs()), storage.newest_event_id())
 
     with pytest.raises(ConfigError):
         status_reporting_job.execute_in_process(run_config={"ops": {"nope": {"config": {}}}})
 
-    with Storage.open() as storage:
+    with open_storage() as storage:
         assert (len(storage.list_runs()), storage.newest_event_id()) == before
 
 
@@ -238,7 +239,7 @@ def test_execute_in_process_honours_an_explicit_home(home, tmp_path):
     other = tmp_path / "other-home"
     result = pipeline.execute_in_process(home=str(other))
 
-    with Storage.open(other) as storage:
+    with open_storage(other) as storage:
         assert storage.get_run(result.run_id).status == RunStatus.SUCCESS
     assert not home.exists()
 
@@ -247,15 +248,14 @@ def test_a_queued_run_is_executed_after_being_claimed(home):
     """Given a QUEUED run, when claimed and executed, then it goes QUEUED → STARTING → STARTED →
     SUCCESS with its stored config."""
     config = {"ops": {"status_report": {"config": {"job_name": "etl", "times": 1}}}}
-    with Storage.open() as storage:
+    with open_storage() as storage:
         queued = storage.create_run(
             "status_reporting_job",
             status_reporting_job.location,
             config,
             status=RunStatus.QUEUED,
         )
-        assert storage.claim_run(queued.run_id, RunStatus.QUEUED, os.getpid())
-        result = execute_run(storage, status_reporting_job, storage.get_run(queued.run_id))
+        result = execute_run(storage, status_reporting_job, claim(storage, queued.run_id))
         types = [e.event_type for e in storage.events_for_run(queued.run_id)]
 
     assert result.success and result.output_for_node("status_report") == "etl"
@@ -275,7 +275,7 @@ def test_an_interrupted_run_is_canceled_and_the_interrupt_propagates(home):
     def ctrl_c():
         interrupted()
 
-    with Storage.open() as storage:
+    with open_storage() as storage:
         run = start_run(storage, ctrl_c, launched_by="test")
         with pytest.raises(KeyboardInterrupt):
             execute_run(storage, ctrl_c, run)

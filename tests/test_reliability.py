@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from runsense_cli.identity import ProcessId
 from runsense_cli.project import find_project, load_project
 from runsense_cli.runs import RunStatus
-from runsense_cli.storage import Storage
+from runsense_cli.storage import open_storage
 from tests.processes import (
     RUNSENSE,
     cli,
@@ -107,9 +108,9 @@ def test_kill_9_at_random_moments_during_a_drain_loses_and_doubles_nothing(
     location = definitions.location
     # A run of this (live) process holds the one run slot (--max-concurrent-runs 1), so requested
     # runs stay QUEUED: this test is about reactions and requested runs, not 2,000 run workers.
-    storage = Storage.open(home)
+    storage = open_storage(home)
     blocker = storage.create_run(
-        "target_job", location, status=RunStatus.STARTING, worker_pid=os.getpid()
+        "target_job", location, status=RunStatus.STARTING, worker=str(ProcessId.of(os.getpid()))
     )
     storage.set_run_status(blocker, RunStatus.STARTED)
     storage.close()

@@ -17,7 +17,7 @@ from runsense_cli.cli import app
 from runsense_cli.errors import DefinitionError
 from runsense_cli.evaluation import SensorEvaluator
 from runsense_cli.records import ReactionState, SensorStatus, TickStatus
-from runsense_cli.storage import Storage
+from runsense_cli.storage import open_storage
 from tests.slack_server import RATE_LIMITED, SERVER_ERROR, STALL, TOKEN, FakeSlack
 
 FAILURE = (
@@ -68,7 +68,7 @@ def started(*sensors, jobs=(nightly,), clock=None) -> SensorEvaluator:
     """An evaluator whose sensors are RUNNING from now on, as after `runsense sensor start`."""
     kwargs = {"clock": clock} if clock else {}
     evaluator = SensorEvaluator(
-        Storage.open(), Definitions(jobs=list(jobs), sensors=list(sensors)), **kwargs
+        open_storage(), Definitions(jobs=list(jobs), sensors=list(sensors)), **kwargs
     )
     evaluator.register_sensors()
     for sensor in sensors:
@@ -344,7 +344,7 @@ def test_the_token_is_never_stored_logged_or_printed(
     ):
         result = runner.invoke(app, ["-f", str(project), *args])
         outputs.append(result.output + (result.stderr or ""))
-    run_id = Storage.open().list_runs()[0].run_id
+    run_id = open_storage().list_runs()[0].run_id
     shown = runner.invoke(app, ["-f", str(project), "runs", "show", run_id, "--json"])
     assert "acted on run status FAILURE" in shown.output  # the post's write-back event
     outputs.append(shown.output)
@@ -377,7 +377,7 @@ def test_preview_prints_the_message_and_sends_nothing(slack, tmp_path):
     )
     runner = CliRunner()
     assert runner.invoke(app, ["-f", str(project), "run", "nightly"]).exit_code == 1
-    run_id = Storage.open().list_runs()[0].run_id
+    run_id = open_storage().list_runs()[0].run_id
     result = runner.invoke(
         app, ["-f", str(project), "sensor", "preview", "slack_on_run_failure", "--run", run_id[:8]]
     )

@@ -11,7 +11,8 @@ import pytest
 
 from runsense_cli.errors import RunsenseError, StorageError
 from runsense_cli.runs import EventType, RunStatus
-from runsense_cli.storage import SCHEMA_VERSION, Storage
+from runsense_cli.storage import open_storage
+from runsense_cli.storage.schema import SCHEMA_VERSION
 
 
 def mode(path: Path) -> int:
@@ -22,7 +23,7 @@ def test_home_is_created_0700_and_database_0600(home):
     """Given no home yet, when storage opens, then the directory is 0700 and the file 0600."""
     assert not home.exists()
 
-    with Storage.open() as storage:
+    with open_storage() as storage:
         storage.create_run("job", "loc", status=RunStatus.QUEUED)
         sidecars = sorted(home.glob("runsense.db-*"))
         assert [p.name for p in sidecars] == ["runsense.db-shm", "runsense.db-wal"]
@@ -36,7 +37,7 @@ def test_the_home_argument_wins_over_the_environment(home, tmp_path):
     """Given an explicit home, when storage opens, then the database goes there, not RUNSENSE_HOME."""
     other = tmp_path / "elsewhere" / "nested"
 
-    Storage.open(other).close()
+    open_storage(other).close()
 
     assert (other / "runsense.db").is_file()
     assert not home.exists()
@@ -44,8 +45,8 @@ def test_the_home_argument_wins_over_the_environment(home, tmp_path):
 
 def test_database_uses_wal_a_busy_timeout_and_records_its_schema_version(home):
     """Given a new database, then it is in WAL mode, waits ≥ 5 s on locks, and has user_version."""
-    with Storage.open() as storage:
-        assert storage.db.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    with open_storage() as storage:
+        assert storage.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
 
     connection = sqlite3.connect(home / "runsense.db")
     try:
@@ -59,10 +60,10 @@ def test_database_uses_wal_a_busy_timeout_and_records_its_schema_version(home):
 
 def test_reopening_keeps_the_data(home):
     """Given a stored run, when the database is opened again, then the run is still there."""
-    with Storage.open() as storage:
+    with open_storage() as storage:
         run = storage.create_run("job", "loc", {"ops": {}}, {"k": "v"}, status=RunStatus.QUEUED)
 
-    with Storage.open() as storage:
+    with open_storage() as storage:
         again = storage.get_run(run.run_id)
 
     assert again == run
@@ -76,7 +77,7 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_byte_identical(home):
     path.write_bytes(content)
 
     with pytest.raises(StorageError, match="is not a SQLite database") as info:
-        Storage.open()
+        open_storage()
 
     assert info.value.exit_code == 2
     assert "--home" in info.value.hint
@@ -92,7 +93,7 @@ def test_a_corrupt_sqlite_file_is_refused(home):
     path.write_bytes(content)
 
     with pytest.raises(StorageError, match="is not a usable runsense database"):
-        Storage.open()
+        open_storage()
 
     assert path.read_bytes() == content
 
@@ -111,7 +112,7 @@ def test_a_database_from_a_newer_runsense_is_refused_and_unchanged(home):
     before = path.read_bytes()
 
     with pytest.raises(StorageError) as info:
-        Storage.open()
+        open_storage()
 
     assert info.value.message.endswith(
         f"has schema version {SCHEMA_VERSION + 1}, newer than this runsense understands "
@@ -126,7 +127,7 @@ def test_a_home_that_is_a_file_is_refused(home):
     home.write_text("not a directory")
 
     with pytest.raises(StorageError, match=f"cannot create the runsense home {home}"):
-        Storage.open()
+        open_storage()
 
     assert home.read_text() == "not a directory"
 
@@ -144,7 +145,7 @@ def test_another_programs_sqlite_database_is_refused_and_unchanged(home):
     before = path.read_bytes()
 
     with pytest.raises(StorageError, match="is a SQLite database of another program"):
-        Storage.open()
+        open_storage()
 
     assert path.read_bytes() == before
     assert sorted(p.name for p in home.iterdir()) == ["runsense.db"]
@@ -155,14 +156,14 @@ def test_an_empty_file_becomes_a_new_database(home):
     home.mkdir()
     (home / "runsense.db").touch()
 
-    with Storage.open() as storage:
-        assert storage.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with open_storage() as storage:
+        assert storage.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert storage.list_runs() == []
 
 
 def test_opening_without_create_leaves_no_file(home):
     """Given no database, when opened with create=False, then reads work and no file appears."""
-    with Storage.open(create=False) as storage:
+    with open_storage(create=False) as storage:
         assert storage.list_runs() == []
         assert storage.newest_event_id() == 0
 
@@ -172,7 +173,7 @@ def test_opening_without_create_leaves_no_file(home):
 def test_find_run_by_unique_prefix_ambiguous_prefix_and_unknown_prefix(home):
     """Given runs with ids sharing prefixes, then find_run resolves unique prefixes and explains
     the rest."""
-    with Storage.open() as storage:
+    with open_storage() as storage:
         a = storage.create_run("job", "loc", run_id="abc12345-0000")
         b = storage.create_run("job", "loc", run_id="abc99999-0000")
         c = storage.create_run("job", "loc", run_id="f0000000-0000")
@@ -191,7 +192,7 @@ def test_find_run_by_unique_prefix_ambiguous_prefix_and_unknown_prefix(home):
 
 def test_list_runs_is_newest_first_and_filters_by_job_and_status(home):
     """Given runs of two jobs in several statuses, then list_runs filters and sorts newest first."""
-    with Storage.open() as storage:
+    with open_storage() as storage:
         made = []
         for n, (job_name, status) in enumerate(
             [
@@ -218,7 +219,7 @@ def test_list_runs_is_newest_first_and_filters_by_job_and_status(home):
 
 def test_runs_created_in_the_same_instant_still_list_newest_first(home):
     """Given runs with equal created_at, then the one stored last is listed first."""
-    with Storage.open() as storage:
+    with open_storage() as storage:
         first = storage.create_run("job", "loc", now=5.0)
         second = storage.create_run("job", "loc", now=5.0)
 
@@ -227,7 +228,7 @@ def test_runs_created_in_the_same_instant_still_list_newest_first(home):
 
 def test_event_ids_strictly_increase_across_interleaved_runs(home):
     """Given events appended to two runs alternately, then ids increase in write order globally."""
-    with Storage.open() as storage:
+    with open_storage() as storage:
         one = storage.create_run("job", "loc", status=RunStatus.QUEUED)
         two = storage.create_run("job", "loc", status=RunStatus.QUEUED)
         written = []
@@ -246,11 +247,11 @@ def test_event_ids_strictly_increase_across_interleaved_runs(home):
 def test_status_changes_write_status_events_and_times(home):
     """Given a run moved QUEUED → STARTING → STARTED → SUCCESS, then each move is an event and the
     run records its start and end time."""
-    with Storage.open() as storage:
+    with open_storage() as storage:
         run = storage.create_run("job", "loc", status=RunStatus.QUEUED)
-        assert storage.claim_run(run.run_id, RunStatus.QUEUED, 4242)
-        assert not storage.claim_run(run.run_id, RunStatus.QUEUED, 4243)
-        run = storage.set_run_status(storage.get_run(run.run_id), RunStatus.STARTED, now=10.0)
+        [(claimed, _)] = storage.claim_queued_runs("a/1/1", 5)
+        assert storage.claim_queued_runs("b/2/2", 5) == []
+        run = storage.set_run_status(claimed, RunStatus.STARTED, now=10.0)
         run = storage.set_run_status(run, RunStatus.SUCCESS, now=12.5)
 
         types = [e.event_type for e in storage.events_for_run(run.run_id)]
@@ -263,13 +264,13 @@ def test_status_changes_write_status_events_and_times(home):
     ]
     assert run.status == RunStatus.SUCCESS and run.is_success and run.is_finished
     assert (run.start_time, run.end_time, run.duration) == (10.0, 12.5, 2.5)
-    assert run.worker_pid == 4242
+    assert run.launcher == "a/1/1"
     assert run.root_run_id == run.run_id and run.parent_run_id is None
 
 
 def test_get_run_of_an_unknown_id_is_a_user_error(home):
     """Given no such run, when get_run is asked, then a RunsenseError names the id."""
-    with Storage.open() as storage, pytest.raises(RunsenseError, match="no run with id 'nope'"):
+    with open_storage() as storage, pytest.raises(RunsenseError, match="no run with id 'nope'"):
         storage.get_run("nope")
 
 
@@ -280,9 +281,9 @@ def test_a_second_open_in_one_process_keeps_the_first_connections_locks(home):
     import subprocess
     import sys
 
-    first = Storage.open(home)
-    first.db.execute("SELECT count(*) FROM runs").fetchone()
-    Storage.open(home).close()
+    first = open_storage(home)
+    first.conn.execute("SELECT count(*) FROM runs").fetchone()
+    open_storage(home).close()
     writer = (
         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
         'c.execute("INSERT INTO runs (run_id, job_name, location, status, run_config, tags,'
@@ -290,4 +291,4 @@ def test_a_second_open_in_one_process_keeps_the_first_connections_locks(home):
     )
     subprocess.run([sys.executable, "-c", writer, str(home / "runsense.db")], check=True)
     assert (home / "runsense.db-wal").exists()
-    assert first.db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    assert first.conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)

@@ -52,6 +52,15 @@ def root(
             help="State directory (default: $RUNSENSE_HOME or the user data dir).",
         ),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            help="postgresql://... or sqlite:///... (default: $RUNSENSE_DATABASE_URL, the"
+            " settings' database_url, else runsense.db in the home).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
     version: Annotated[
         bool,
@@ -61,7 +70,13 @@ def root(
     """Run Python jobs and react to how their runs end with run status sensors."""
     if file and module:
         raise typer.BadParameter("give -f/--file or -m/--module, not both")
-    ctx.obj = CliState(file=file, module=module, home_option=home, verbose=verbose)
+    ctx.obj = CliState(
+        file=file,
+        module=module,
+        home_option=home,
+        verbose=verbose,
+        database_url_option=database_url,
+    )
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -225,10 +240,17 @@ def jobs(
 @app.command()
 def daemon(
     ctx: typer.Context,
-    interval: Annotated[float, typer.Option(help="Seconds between passes.", min=0.01)] = 0.5,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Longest wait between passes, in seconds (a change wakes it sooner) [default: 0.5].",
+            min=0.01,
+        ),
+    ] = None,
     max_concurrent_runs: Annotated[
-        int, typer.Option(help="Run workers at most at once.", min=1)
-    ] = 4,
+        int | None,
+        typer.Option(help="Run workers at most at once on this machine [default: 4].", min=1),
+    ] = None,
     page_size: Annotated[
         int,
         typer.Option(
@@ -237,8 +259,7 @@ def daemon(
     ] = 1000,
 ) -> None:
     """Run the sensor daemon in the foreground until Ctrl-C or SIGTERM."""
-    from ..daemon import Daemon, DaemonLock
-    from ..launcher import RunLauncher
+    from ..daemon import serve
     from .daemon_view import make_reporter
 
     # Until the daemon installs its own handlers, a stop signal during start-up exits cleanly.
@@ -246,17 +267,16 @@ def daemon(
         signal.signal(signum, _exit_cleanly)
     state = state_of(ctx)
     state.definitions  # noqa: B018 - a broken project is reported before anything else
-    lock = DaemonLock(state.home / "daemon.lock")
-    lock.acquire()  # before any write: a refused second daemon changes nothing
-    try:
-        evaluator = state.evaluator
-        evaluator.page_size = page_size
-        launcher = RunLauncher(state.storage, state.home, max_concurrent_runs)
-        the_daemon = Daemon(evaluator, launcher, make_reporter(evaluator), interval=interval)
-        the_daemon.install_signal_handlers()
-        the_daemon.run_forever()
-    finally:
-        lock.release()
+    state.long_running = True  # a lost database is retried for as long as it takes
+    evaluator = state.evaluator_unregistered
+    serve(
+        evaluator,
+        state.launcher(max_concurrent_runs),
+        make_reporter(evaluator),
+        home=state.home,
+        interval=float(state.setting("interval", interval, 0.5)),  # type: ignore[arg-type]
+        page_size=page_size,
+    )
 
 
 def _exit_cleanly(*_: object) -> None:

@@ -14,23 +14,13 @@ from .state import CliState
 
 
 class RunsenseGroup(TyperGroup):
-    """Turns RunsenseError (and a corrupt database met mid-command) into a line and an exit code."""
+    """Turns RunsenseError (a corrupt database met mid-command included) into a line and a code."""
 
     def invoke(self, ctx: Any) -> Any:
-        import sqlite3  # here, not at the top: `--help` never gets this far
-
         try:
             return super().invoke(ctx)
-        except RunsenseError as exc:
+        except RunsenseError as exc:  # the storage turns every driver error into one of these
             fail(ctx, exc, exc.exit_code)
-        except sqlite3.DatabaseError as exc:
-            fail(
-                ctx,
-                RunsenseError(
-                    f"database error: {exc}", "the file may be damaged; try another --home"
-                ),
-                2,
-            )
 
 
 def fail(ctx: Any, exc: BaseException, code: int) -> None:

@@ -143,11 +143,10 @@ def tick(
         bool, typer.Option("--no-wait", help="Do not wait for the requested runs.")
     ] = False,
     max_concurrent_runs: Annotated[
-        int, typer.Option(help="Run workers at most at once.", min=1)
-    ] = 4,
+        int | None, typer.Option(help="Run workers at most at once [default: 4].", min=1)
+    ] = None,
 ) -> None:
     """Tick running sensors once: handle every waiting event, then run what they requested."""
-    from ..launcher import RunLauncher
     from ..records import SensorStatus
 
     state = state_of(ctx)
@@ -188,7 +187,7 @@ def tick(
         for error in t.errors:
             out.print(f"  [red]failed[/red]: {error}")
     if requested:
-        launcher = RunLauncher(state.storage, state.home, max_concurrent_runs)
+        launcher = state.launcher(max_concurrent_runs)
         if no_wait:
             started = launcher.launch_queued(set(requested))
             left = len(requested) - len(started)
@@ -255,7 +254,7 @@ def preview(
     else:
         cursor = sensor_state.cursor if sensor_state else storage.newest_event_id()
         page, _ = storage.status_events_after(
-            sensor.event_type, cursor, sensor.scope(evaluator.location), limit
+            sensor.event_types, cursor, sensor.scope(evaluator.location), limit
         )
         pairs = list(page)
         if not pairs:

@@ -16,7 +16,9 @@ from ..home import resolve_home
 if TYPE_CHECKING:
     from ..definitions import Definitions
     from ..evaluation import SensorEvaluator
+    from ..launcher import RunLauncher
     from ..project import ProjectRef
+    from ..settings import Settings
     from ..storage import Storage
 
 
@@ -26,15 +28,38 @@ class CliState:
     module: str | None = None
     home_option: str | None = None
     verbose: bool = False
+    database_url_option: str | None = None
+    long_running: bool = False  # the daemon: retry a lost database forever, not for 30 s
+    _settings: Settings | None = field(default=None, repr=False)
     _ref: ProjectRef | None = field(default=None, repr=False)
     _definitions: Definitions | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
     _reader: Storage | None = field(default=None, repr=False)
     _evaluator: SensorEvaluator | None = field(default=None, repr=False)
+    _registered: bool = field(default=False, repr=False)
 
     @property
     def home(self) -> Path:
         return resolve_home(self.home_option)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from ..settings import find_settings
+
+            self._settings = find_settings()
+        return self._settings
+
+    @property
+    def database_url(self) -> str | None:
+        """--database-url, else RUNSENSE_DATABASE_URL, else the settings' database_url."""
+        from ..storage import database_url
+
+        return database_url(self.database_url_option) or self.settings.get("database_url")
+
+    def setting(self, key: str, flag: object, default: object) -> object:
+        """A flag given on the command line wins over the settings, which win over defaults."""
+        return flag if flag is not None else self.settings.get(key, default)
 
     @property
     def project_ref(self) -> ProjectRef:
@@ -56,26 +81,36 @@ class CliState:
     def storage(self) -> Storage:
         """The home's storage; opening it registers the project's sensors (first sight only)."""
         if self._storage is None:
-            from ..storage import Storage
+            from ..storage import open_storage
 
-            self._storage = Storage.open(self.home_option)
+            self._storage = open_storage(
+                self.home_option,
+                url=self.database_url,
+                give_up_after=None if self.long_running else 30.0,
+            )
         return self._storage
 
     @property
     def reader(self) -> Storage:
         """Storage for commands that only read: a missing database is empty, not created."""
         if self._storage is None and self._reader is None:
-            from ..home import database_path
-            from ..storage import Storage
+            from ..storage import open_storage
 
-            if database_path(self.home_option).exists():
-                self._storage = Storage.open(self.home_option)  # one connection for both uses
-            else:
-                self._reader = Storage.open(self.home_option, create=False)
+            # A missing SQLite file opens as an empty in-memory database, and is not created.
+            self._reader = open_storage(self.home_option, url=self.database_url, create=False)
         return self._storage if self._storage is not None else self._reader  # type: ignore[return-value]
 
     @property
     def evaluator(self) -> SensorEvaluator:
+        """The project's sensor evaluator; first sight registers sensors (and starts RUNNING ones)."""
+        evaluator = self.evaluator_unregistered
+        if not self._registered:
+            evaluator.register_sensors()
+            self._registered = True
+        return evaluator
+
+    @property
+    def evaluator_unregistered(self) -> SensorEvaluator:
         if self._evaluator is None:
             from ..evaluation import SensorEvaluator
 
@@ -84,8 +119,24 @@ class CliState:
             self._evaluator = SensorEvaluator(
                 self.storage, definitions, self.project_ref.to_origin()
             )
-            self._evaluator.register_sensors()
         return self._evaluator
+
+    def launcher(self, max_concurrent_runs: int | None = None) -> RunLauncher:
+        from ..launcher import DEFAULT_HEARTBEAT_TIMEOUT_S, DEFAULT_MAX_CONCURRENT_RUNS, RunLauncher
+
+        return RunLauncher(
+            self.storage,
+            self.home,
+            int(
+                self.setting(
+                    "max_concurrent_runs", max_concurrent_runs, DEFAULT_MAX_CONCURRENT_RUNS
+                )
+            ),  # type: ignore[arg-type]
+            heartbeat_timeout=float(
+                self.setting("heartbeat_timeout", None, DEFAULT_HEARTBEAT_TIMEOUT_S)  # type: ignore[arg-type]
+            ),
+            database_url=self.database_url,
+        )
 
     def close(self) -> None:
         for storage in (self._storage, self._reader):

@@ -1,0 +1,381 @@
+"""The storage contract: what every backend promises, method by method (SPEC §10).
+
+Two implementations keep it: SQLite (embedded, one host) and PostgreSQL (several hosts, several
+daemons). The core only ever sees this class, and one contract test suite runs against both.
+
+The guarantees that cut across methods:
+1. Event ids become visible in id order: a reader that has seen event N never later finds a new
+   event with an id below N (writes that insert events are serialized).
+2. A run has at most one terminal status event, and status only moves forward: every status change
+   is a compare-and-set (`set_run_status` returns None when the move is not allowed any more).
+3. A queued run is claimed by exactly one launcher (`claim_queued_runs`) before any worker starts,
+   and a worker runs it only after `register_worker` confirms that claim.
+4. Page commits are fenced by the sensor's lease token, checked in the commit's own transaction.
+5. Commands win: a page never overwrites a cursor moved meanwhile, and tells the tick when its
+   sensor was stopped.
+6. Processes are named by `identity.ProcessId` (node, pid, start time); heartbeats use the
+   database's clock (`db_time`).
+7. `wait_for_change` wakes as soon as another process commits a status event, a queued run or a
+   command.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import Reaction, SensorState, SensorStatus, Tick
+from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
+
+
+@dataclass(frozen=True)
+class SensorScope:
+    """Which runs a sensor watches: every location, some (location, job) pairs, whole locations,
+    or (the default) its own location."""
+
+    location: str
+    jobs: frozenset[tuple[str, str]] | None = None
+    all_locations: bool = False
+    locations: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create inside a larger transaction (a sensor page)."""
+
+    run_id: str
+    job_name: str
+    location: str
+    run_config: dict[str, Any]
+    tags: dict[str, str]
+    parent_run_id: str | None
+    root_run_id: str | None
+    origin: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """An event a sensor writes onto the run it reacted to."""
+
+    run_id: str
+    job_name: str
+    location: str
+    message: str
+
+
+class PageResult(str, enum.Enum):
+    """How a page commit went; anything but COMMITTED tells the tick to stop after this page."""
+
+    COMMITTED = "COMMITTED"
+    CURSOR_MOVED = "CURSOR_MOVED"  # a user moved the cursor: reactions kept, cursor left alone
+    STOPPED = "STOPPED"  # the sensor was stopped meanwhile: the page is stored, the drain ends
+
+
+@dataclass(frozen=True)
+class DaemonRecord:
+    identity: str
+    node: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# Forward-only run statuses: a move is allowed only to a higher rank (guarantee 2).
+STATUS_RANK: dict[RunStatus, int] = {
+    RunStatus.NOT_STARTED: 0,
+    RunStatus.QUEUED: 1,
+    RunStatus.STARTING: 2,
+    RunStatus.STARTED: 3,
+    RunStatus.CANCELING: 4,
+    RunStatus.SUCCESS: 5,
+    RunStatus.FAILURE: 5,
+    RunStatus.CANCELED: 5,
+}
+
+
+def statuses_before(status: RunStatus) -> list[RunStatus]:
+    """The statuses a run may move to `status` from."""
+    rank = STATUS_RANK[status]
+    return [s for s, r in STATUS_RANK.items() if r < rank]
+
+
+class Storage(abc.ABC):
+    """One connection to runsense's database. Not thread-safe: one per thread."""
+
+    #: "sqlite" or "postgresql"
+    backend: str = ""
+    #: True when every process sharing this database runs on this host (SQLite): one daemon.
+    single_host: bool = True
+    #: True when other hosts may watch this database: workers must heartbeat.
+    needs_heartbeats: bool = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """Where the data lives, safe to show: a path, or a URL with its password masked."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def reopen(self) -> Storage:
+        """Another connection to the same database, for another thread."""
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def db_time(self) -> float:
+        """Now, on the database's clock: leases and heartbeats compare against this only."""
+
+    @abc.abstractmethod
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until another process commits a status event, a queued run or a command
+        (True), or until `timeout` seconds pass (False). Best effort: callers keep a timed pass."""
+
+    # -- runs --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_run(
+        self,
+        job_name: str,
+        location: str,
+        run_config: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        *,
+        status: RunStatus = RunStatus.NOT_STARTED,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        root_run_id: str | None = None,
+        origin: dict[str, Any] | None = None,
+        worker: str | None = None,
+        now: float | None = None,
+    ) -> RunRecord:
+        """Store a new run; a QUEUED or STARTING run gets its status event in the same commit.
+        `worker` (a ProcessId string) marks a run this process executes itself."""
+
+    @abc.abstractmethod
+    def set_run_status(
+        self,
+        run: RunRecord,
+        status: RunStatus,
+        message: str | None = None,
+        *,
+        error: ErrorInfo | None = None,
+        only_from: Iterable[RunStatus] | None = None,
+        now: float | None = None,
+    ) -> RunRecord | None:
+        """Compare-and-set: move the run to `status` (and write its status event, in one commit)
+        only if its stored status may move there (forward only, or one of `only_from`).
+        Returns the updated run, or None when another process got there first."""
+
+    @abc.abstractmethod
+    def claim_queued_runs(
+        self, launcher: str, limit: int, run_ids: Iterable[str] | None = None
+    ) -> list[tuple[RunRecord, str]]:
+        """Move up to `limit` QUEUED runs (oldest first, or only `run_ids`) to STARTING for
+        `launcher`, each with a fresh claim token; two launchers never get the same run."""
+
+    @abc.abstractmethod
+    def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
+        """A worker confirms its launcher's claim before executing anything: None when the run
+        is no longer STARTING under that token (cancelled, claimed again, already taken)."""
+
+    @abc.abstractmethod
+    def heartbeat_runs(self, run_ids: Sequence[str]) -> None:
+        """Mark these runs' workers alive now (database clock)."""
+
+    @abc.abstractmethod
+    def append_event(
+        self,
+        run: RunRecord,
+        event_type: EventType,
+        message: str = "",
+        *,
+        step_key: str | None = None,
+        level: str | None = None,
+        error: ErrorInfo | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Append a non-status event to the run's log; returns its id."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run, or RunsenseError when there is none."""
+
+    @abc.abstractmethod
+    def find_run(self, prefix: str) -> RunRecord:
+        """The one run whose id starts with `prefix` (case-insensitive); an error otherwise."""
+
+    @abc.abstractmethod
+    def list_runs(
+        self,
+        job_name: str | None = None,
+        status: RunStatus | None = None,
+        limit: int | None = 50,
+    ) -> list[RunRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def runs_with_status(
+        self, statuses: Iterable[RunStatus], limit: int | None = None
+    ) -> list[RunRecord]:
+        """Oldest first: the order queued runs start in."""
+
+    @abc.abstractmethod
+    def run_origin(self, run_id: str) -> dict[str, Any] | None:
+        """How to import the run's project (stored when it was created)."""
+
+    @abc.abstractmethod
+    def events_for_run(self, run_id: str) -> list[RunEvent]: ...
+
+    @abc.abstractmethod
+    def get_event(self, event_id: int) -> RunEvent | None: ...
+
+    @abc.abstractmethod
+    def newest_event_id(self) -> int: ...
+
+    @abc.abstractmethod
+    def status_event_for_run(self, run_id: str, event_type: EventType) -> RunEvent | None: ...
+
+    # -- what sensors read -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope, limit: int
+    ) -> tuple[list[tuple[RunEvent, RunRecord]], int]:
+        """Up to `limit` matching events after `cursor`, in id order, with their runs, and the
+        cursor to resume from: when the page is not full, the newest event id of the same
+        snapshot, so events of other jobs are never scanned again."""
+
+    @abc.abstractmethod
+    def has_status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    def count_status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+    ) -> int: ...
+
+    # -- sensors and leases ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def sensor_state(self, location: str, name: str) -> SensorState | None: ...
+
+    @abc.abstractmethod
+    def ensure_sensor(self, location: str, name: str, running: bool) -> SensorState:
+        """The sensor's row, created on first sight; a RUNNING one starts at the newest event."""
+
+    @abc.abstractmethod
+    def set_sensor_status(
+        self,
+        sensor_id: int,
+        status: SensorStatus,
+        *,
+        cursor: int | None = None,
+        by_user: bool = True,
+    ) -> None:
+        """Start or stop a sensor. A first start begins at the newest event, a restart at the
+        cursor it stopped at (or `cursor`). `by_user` pins the status against code defaults."""
+
+    @abc.abstractmethod
+    def reset_sensor_status(self, sensor_id: int, running: bool) -> None:
+        """Hand the status back to the code's `default_status` (`running`)."""
+
+    @abc.abstractmethod
+    def set_cursor(self, sensor_id: int, cursor: int) -> None:
+        """Move the cursor (a user command); a drain in progress will not overwrite it."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, sensor_id: int, token: str, ttl: float, holder: str) -> bool:
+        """Take the sensor's tick lease unless another holder has an unexpired one whose
+        process lives (expiry on the database clock; a dead local holder frees it at once)."""
+
+    @abc.abstractmethod
+    def renew_lease(self, sensor_id: int, token: str, ttl: float) -> bool:
+        """Push the expiry out; False when another holder has taken the lease."""
+
+    @abc.abstractmethod
+    def release_lease(self, sensor_id: int, token: str) -> None: ...
+
+    @abc.abstractmethod
+    def commit_page(
+        self,
+        sensor_id: int,
+        tick: Tick,
+        reactions: Sequence[Reaction],
+        new_runs: Sequence[NewRun],
+        run_keys: Sequence[tuple[str, str]],
+        write_backs: Sequence[WriteBack],
+        cursor: int | None,
+        expected_cursor: int | None,
+        lease_token: str,
+        lease_ttl: float,
+    ) -> PageResult:
+        """Store one page of a tick in one transaction, or nothing: raises LeaseLost when the
+        token no longer holds. The cursor moves only if it still equals `expected_cursor`."""
+
+    @abc.abstractmethod
+    def record_tick(self, sensor_id: int, tick: Tick) -> None: ...
+
+    @abc.abstractmethod
+    def run_key_owner(self, sensor_id: int, run_key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def list_ticks(self, sensor_id: int, limit: int = 20) -> list[Tick]: ...
+
+    def last_tick(self, sensor_id: int) -> Tick | None:
+        ticks = self.list_ticks(sensor_id, limit=1)
+        return ticks[0] if ticks else None
+
+    @abc.abstractmethod
+    def due_reactions(self, sensor_id: int, now: float, limit: int) -> list[Reaction]: ...
+
+    @abc.abstractmethod
+    def next_retry_at(self, sensor_id: int) -> float | None: ...
+
+    @abc.abstractmethod
+    def failed_reactions(self, sensor_ids: Sequence[int]) -> list[Reaction]:
+        """Reactions still retrying or parked, oldest event first."""
+
+    @abc.abstractmethod
+    def reactions_for(self, sensor_id: int) -> list[Reaction]: ...
+
+    @abc.abstractmethod
+    def requeue_reactions(self, sensor_id: int, event_id: int | None = None) -> int:
+        """Make parked reactions due now with a fresh retry budget; returns how many."""
+
+    # -- daemons -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def heartbeat_daemon(self, identity: str, info: dict[str, Any]) -> None:
+        """Register or refresh a daemon (its row is how other hosts know it lives)."""
+
+    @abc.abstractmethod
+    def remove_daemon(self, identity: str) -> None: ...
+
+    @abc.abstractmethod
+    def list_daemons(self) -> list[DaemonRecord]: ...
+
+    # -- moving a whole database -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def is_empty(self) -> bool: ...
+
+    @abc.abstractmethod
+    def export_table(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        """Every row of `table` (its column names, then rows in primary-key order)."""
+
+    @abc.abstractmethod
+    def import_rows(self, table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> int:
+        """Insert rows exported from another database (ids kept); returns how many."""

@@ -1,0 +1,306 @@
+"""The PostgreSQL backend (psycopg 3, the `postgres` extra): one database, many hosts and daemons.
+
+- Event ids must become visible in id order, which a plain sequence does not give (a lower id can
+  commit after a higher one). Every write transaction first takes one transaction-scoped advisory
+  lock, so writes commit one at a time, exactly as SQLite's `BEGIN IMMEDIATE` does; reads never
+  wait for it. Claims still select with `FOR UPDATE SKIP LOCKED`.
+- Leases and heartbeats use the server's clock (`clock_timestamp()`), never a host's.
+- Wake-ups are `pg_notify` inside the committing transaction and LISTEN on a second connection.
+- A lost connection is retried with back-off and reported once per outage; a query or a write
+  that had not reached COMMIT is run again, a COMMIT whose answer was lost is not (it may have
+  happened), and the caller is told instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from ..errors import StorageError, StorageUnavailableError
+from .runs_sql import RunsSql
+from .schema import POSTGRES, SCHEMA_VERSION
+from .sensors_sql import SensorsSql
+from .urls import mask_url, url_password
+
+T = TypeVar("T")
+
+WRITE_LOCK = 0x72756E73656E7365  # "runsense": serializes every write transaction
+MIGRATE_LOCK = WRITE_LOCK + 1
+CHANNEL = "runsense"
+CONNECT_TIMEOUT_S = 5
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StorageError(
+            "a PostgreSQL database URL needs the psycopg driver, which is not installed",
+            "pip install 'runsense[postgres]'",
+        ) from None
+    return psycopg
+
+
+class _ConnectionLost(StorageUnavailableError):
+    pass
+
+
+class PostgresStorage(RunsSql, SensorsSql):
+    backend = "postgresql"
+    single_host = False
+    needs_heartbeats = True
+    dialect = POSTGRES
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    run_order = "seq"
+
+    def __init__(
+        self,
+        url: str,
+        conn: Any,
+        *,
+        give_up_after: float | None,
+        on_outage: Callable[[str], None] | None,
+    ) -> None:
+        super().__init__(conn)
+        self.url = url
+        self.give_up_after = give_up_after
+        self.on_outage = on_outage or _stderr_line
+        self._sql_cache: dict[str, str] = {}
+        self._listen: Any = None
+        self._secret = url_password(url)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        give_up_after: float | None = 30.0,
+        on_outage: Callable[[str], None] | None = None,
+    ) -> PostgresStorage:
+        _driver()
+        storage = cls(url, None, give_up_after=give_up_after, on_outage=on_outage)
+        storage.conn = storage._connect_retrying()
+        storage._prepare()
+        return storage
+
+    @property
+    def description(self) -> str:
+        return mask_url(self.url)
+
+    # -- connecting --------------------------------------------------------------------------
+
+    def _connect_once(self) -> Any:
+        psycopg = _driver()
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
+    def _connect_retrying(self) -> Any:
+        psycopg = _driver()
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._connect_once()
+            except psycopg.OperationalError as exc:
+                waited = time.monotonic() - started
+                reason = self._clean(str(exc).strip().splitlines()[0] if str(exc) else "")
+                if self.give_up_after is not None and waited >= self.give_up_after:
+                    raise StorageUnavailableError(
+                        f"cannot reach the database {self.description} after {waited:.0f} s"
+                        f" ({reason})",
+                        "check that the server runs and the URL is right",
+                    ) from None
+                if attempt == 1:
+                    self.on_outage(f"database unreachable, retrying (attempt {attempt}): {reason}")
+                time.sleep(min(0.2 * 2 ** min(attempt, 5), 2.0))
+
+    def _prepare(self) -> None:
+        psycopg = _driver()
+        try:
+            row = self.conn.execute("SELECT version FROM runsense_schema").fetchone()
+            version = row[0] if row else 0
+        except psycopg.errors.UndefinedTable:
+            version = None
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the database {self.description} has schema version {version}, newer than this"
+                f" runsense understands ({SCHEMA_VERSION})",
+                "upgrade runsense (pip install -U 'runsense[postgres]') or use another database",
+            )
+        # Two hosts upgrading at once: the advisory lock makes the second wait, then see the
+        # version the first one wrote.
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+            self.conn.execute("CREATE TABLE IF NOT EXISTS runsense_schema (version INTEGER)")
+            row = self.conn.execute("SELECT version FROM runsense_schema").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO runsense_schema (version) VALUES (0)")
+            current = row[0] if row else 0
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the database {self.description} has schema version {current}, newer than"
+                    f" this runsense understands ({SCHEMA_VERSION})",
+                    "upgrade runsense (pip install -U 'runsense[postgres]')",
+                )
+            if current < SCHEMA_VERSION:
+                self._depth = 1
+                try:
+                    self._migrate(current)
+                finally:
+                    self._depth = 0
+
+    def _set_version(self, version: int) -> None:
+        self._execute("UPDATE runsense_schema SET version = ?", (version,))
+
+    def reopen(self) -> PostgresStorage:
+        return PostgresStorage.connect(
+            self.url, give_up_after=self.give_up_after, on_outage=self.on_outage
+        )
+
+    def close(self) -> None:
+        for conn in (self.conn, self._listen):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._listen = None
+
+    # -- driver hooks ------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        converted = self._sql_cache.get(sql)
+        if converted is None:
+            converted = self._sql_cache[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return converted
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        psycopg = _driver()
+        try:
+            return self.conn.execute(self._sql(sql), tuple(params))
+        except psycopg.OperationalError as exc:
+            if self.conn.broken or self.conn.closed:
+                raise _ConnectionLost(self._clean(str(exc))) from None
+            raise self._error(exc) from None
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    def _executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        batch = [tuple(row) for row in rows]
+        if not batch:
+            return
+        psycopg = _driver()
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(self._sql(sql), batch)
+        except psycopg.OperationalError as exc:
+            if self.conn.broken or self.conn.closed:
+                raise _ConnectionLost(self._clean(str(exc))) from None
+            raise self._error(exc) from None
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
+        return int(self._execute(sql + " RETURNING id", params).fetchone()[0])
+
+    def _begin_write(self) -> None:
+        self._execute("BEGIN")
+        self._execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+
+    def _begin_read(self) -> None:
+        self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def _commit(self) -> None:
+        try:
+            self._execute("COMMIT")
+        except _ConnectionLost:
+            # The server may have committed before the answer was lost: running the work again
+            # could do it twice, so the caller is told instead (the next call reconnects).
+            raise StorageUnavailableError(
+                "lost the database while committing; the change may or may not be saved",
+                "check with `runsense runs list` or `runsense sensor list`, then try again",
+            ) from None
+
+    def db_time(self) -> float:
+        return float(self._execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+
+    def _retrying(self, fn: Callable[[], T], *, write: bool) -> T:
+        while True:
+            if self.conn is None or self.conn.closed or self.conn.broken:
+                self._reconnect()
+            try:
+                return fn()
+            except _ConnectionLost:
+                self._depth = 0
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        except Exception:
+            pass
+        self.conn = None
+        self.conn = self._connect_retrying()
+
+    def _error(self, exc: Exception) -> StorageError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StorageError(f"database error ({self.description}): {self._clean(first)}")
+
+    def _clean(self, text: str) -> str:
+        """Driver messages may quote the URL or its password: never pass them on."""
+        text = text.replace(self.url, self.description)
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    def _notify_in_transaction(self) -> None:
+        self._execute("SELECT pg_notify(?, '')", (CHANNEL,))
+
+    def wait_for_change(self, timeout: float) -> bool:
+        try:
+            if self._listen is None:
+                self._listen = self._connect_once()
+                self._listen.execute(f"LISTEN {CHANNEL}")
+            for _ in self._listen.notifies(timeout=max(0.0, timeout), stop_after=1):
+                return True
+            return False
+        except Exception:
+            # LISTEN is best effort (lost while disconnected): fall back to the timed pass.
+            if self._listen is not None:
+                with contextlib.suppress(Exception):
+                    self._listen.close()
+            self._listen = None
+            time.sleep(max(0.0, min(timeout, 1.0)))
+            return False
+
+    # -- moving a whole database -------------------------------------------------------------
+
+    def _table_columns(self, table: str) -> list[str]:
+        rows = self._all(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+            " AND table_schema = current_schema() ORDER BY ordinal_position",
+            (table,),
+        )
+        return [row[0] for row in rows]
+
+    def _after_import(self, table: str) -> None:
+        column = {"runs": "seq", "run_keys": None}.get(table, "id")
+        if column:
+            self._execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                f" coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+            )
+
+
+def _stderr_line(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

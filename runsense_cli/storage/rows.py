@@ -1,0 +1,158 @@
+"""Turning stored rows back into records; a row runsense cannot decode is a StorageError."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import StorageError
+from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickStatus
+from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
+
+RUN_FIELDS = [
+    "run_id",
+    "job_name",
+    "status",
+    "location",
+    "run_config",
+    "tags",
+    "created_at",
+    "start_time",
+    "end_time",
+    "parent_run_id",
+    "root_run_id",
+    "worker_pid",
+    "launcher",
+    "worker",
+    "heartbeat_at",
+]
+RUN_COLUMNS = ", ".join(RUN_FIELDS)
+RUN_COLUMNS_R = ", ".join(f"r.{name}" for name in RUN_FIELDS)
+EVENT_COLUMNS = "id, run_id, event_type, timestamp, message, step_key, level, error"
+EVENT_COLUMNS_E = ", ".join(f"e.{name.strip()}" for name in EVENT_COLUMNS.split(","))
+SENSOR_COLUMNS = "id, location, name, status, cursor, started_at, last_tick_at, status_source"
+REACTION_COLUMNS = (
+    "r.sensor_id, r.event_id, r.run_id, r.state, r.attempts, r.next_attempt_at, r.error,"
+    " r.skip_message, r.run_ids, r.created_at, r.finished_at, s.name"
+)
+TICK_COLUMNS = (
+    "t.id, s.name, t.status, t.started_at, t.duration_s, t.events_scanned, t.reactions,"
+    " t.run_ids, t.skip_reasons, t.errors, t.cursor_before, t.cursor_after, t.logs"
+)
+
+
+def undecodable(what: str, exc: Exception) -> StorageError:
+    return StorageError(
+        f"the database holds a {what} runsense cannot read ({type(exc).__name__}: {exc})",
+        "it was written by another program or is damaged; point --home or --database-url"
+        " at another database",
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    try:
+        return RunRecord(
+            run_id=row[0],
+            job_name=row[1],
+            status=RunStatus(row[2]),
+            location=row[3],
+            run_config=json.loads(row[4]),
+            tags=json.loads(row[5]),
+            created_at=row[6],
+            start_time=row[7],
+            end_time=row[8],
+            parent_run_id=row[9],
+            root_run_id=row[10],
+            worker_pid=row[11],
+            launcher=row[12],
+            worker=row[13],
+            heartbeat_at=row[14],
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise undecodable("run", exc) from None
+
+
+def event_from_row(row: Sequence[Any]) -> RunEvent:
+    try:
+        return RunEvent(
+            event_id=row[0],
+            run_id=row[1],
+            event_type=EventType(row[2]),
+            timestamp=row[3],
+            message=row[4],
+            step_key=row[5],
+            level=row[6],
+            error=ErrorInfo.from_json(row[7]),
+        )
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise undecodable("run event", exc) from None
+
+
+def sensor_from_row(row: Sequence[Any]) -> SensorState:
+    try:
+        return SensorState(
+            sensor_id=row[0],
+            location=row[1],
+            name=row[2],
+            status=SensorStatus(row[3]),
+            cursor=row[4],
+            started_at=row[5],
+            last_tick_at=row[6],
+            status_source=row[7],
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise undecodable("sensor", exc) from None
+
+
+def reaction_from_row(row: Sequence[Any]) -> Reaction:
+    try:
+        return Reaction(
+            sensor_id=row[0],
+            event_id=row[1],
+            run_id=row[2],
+            state=ReactionState(row[3]),
+            attempts=row[4],
+            next_attempt_at=row[5],
+            error=row[6],
+            skip_message=row[7],
+            run_ids=json.loads(row[8]),
+            created_at=row[9],
+            finished_at=row[10],
+            sensor=row[11],
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise undecodable("sensor reaction", exc) from None
+
+
+def tick_from_row(row: Sequence[Any]) -> Tick:
+    try:
+        return Tick(
+            tick_id=row[0],
+            sensor=row[1],
+            status=TickStatus(row[2]),
+            started_at=row[3],
+            duration_s=row[4],
+            events_scanned=row[5],
+            reactions=row[6],
+            run_ids=json.loads(row[7]),
+            skip_reasons=json.loads(row[8]),
+            errors=json.loads(row[9]),
+            cursor_before=row[10],
+            cursor_after=row[11],
+            logs=json.loads(row[12]),
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise undecodable("tick", exc) from None
+
+
+def status_message(run: RunRecord, status: RunStatus) -> str:
+    return {
+        RunStatus.QUEUED: f'Run of "{run.job_name}" queued.',
+        RunStatus.STARTING: f'Starting run of "{run.job_name}".',
+        RunStatus.STARTED: f'Started execution of run for "{run.job_name}".',
+        RunStatus.SUCCESS: f'Finished execution of run for "{run.job_name}".',
+        RunStatus.FAILURE: f'Execution of run for "{run.job_name}" failed.',
+        RunStatus.CANCELING: f'Canceling run of "{run.job_name}".',
+        RunStatus.CANCELED: f'Run of "{run.job_name}" canceled.',
+    }.get(status, status.value)

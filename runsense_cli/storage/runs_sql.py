@@ -1,0 +1,423 @@
+"""Runs and their event log: the half of the contract that run workers and launchers use."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import RunsenseError
+from ..runs import (
+    FINISHED_STATUSES,
+    STATUS_EVENT_TYPES,
+    ErrorInfo,
+    EventType,
+    RunEvent,
+    RunRecord,
+    RunStatus,
+)
+from .contract import SensorScope, statuses_before
+from .rows import (
+    EVENT_COLUMNS,
+    EVENT_COLUMNS_E,
+    RUN_COLUMNS,
+    RUN_COLUMNS_R,
+    event_from_row,
+    run_from_row,
+    status_message,
+)
+from .sql import SqlBase
+
+_ID_CHARS = frozenset("0123456789abcdef-")
+_CHUNK = 500  # ids per IN (...) list: well under both backends' parameter limits
+
+
+class RunsSql(SqlBase):
+    # -- writing runs ------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        job_name: str,
+        location: str,
+        run_config: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        *,
+        status: RunStatus = RunStatus.NOT_STARTED,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        root_run_id: str | None = None,
+        origin: dict[str, Any] | None = None,
+        worker: str | None = None,
+        now: float | None = None,
+    ) -> RunRecord:
+        now = time.time() if now is None else now
+        run_id = run_id or str(uuid.uuid4())
+        worker_pid = _pid_of(worker)
+        run = RunRecord(
+            run_id=run_id,
+            job_name=job_name,
+            status=status,
+            location=location,
+            run_config=dict(run_config or {}),
+            tags=dict(tags or {}),
+            created_at=now,
+            parent_run_id=parent_run_id,
+            root_run_id=root_run_id or run_id,
+            worker_pid=worker_pid,
+            worker=worker,
+        )
+        run_config_json = json.dumps(run.run_config)
+        tags_json = json.dumps(run.tags)
+        origin_json = json.dumps(origin) if origin else None
+
+        def body() -> RunRecord:
+            heartbeat = self.db_time() if worker and self.needs_heartbeats else None
+            self._execute(
+                "INSERT INTO runs (run_id, job_name, location, status, run_config, tags,"
+                " created_at, parent_run_id, root_run_id, worker_pid, origin, worker, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.run_id,
+                    job_name,
+                    location,
+                    status.value,
+                    run_config_json,
+                    tags_json,
+                    now,
+                    parent_run_id,
+                    run.root_run_id,
+                    worker_pid,
+                    origin_json,
+                    worker,
+                    heartbeat,
+                ),
+            )
+            if status in STATUS_EVENT_TYPES:
+                self._insert_event(
+                    run, STATUS_EVENT_TYPES[status], status_message(run, status), now
+                )
+            return run
+
+        return self._write(body, wake=status in STATUS_EVENT_TYPES)
+
+    def set_run_status(
+        self,
+        run: RunRecord,
+        status: RunStatus,
+        message: str | None = None,
+        *,
+        error: ErrorInfo | None = None,
+        only_from: Iterable[RunStatus] | None = None,
+        now: float | None = None,
+    ) -> RunRecord | None:
+        allowed = [s.value for s in (statuses_before(status) if only_from is None else only_from)]
+        if not allowed:
+            return None
+        text = message or status_message(run, status)
+
+        def body() -> RunRecord | None:
+            moment = time.time() if now is None else now
+            updates: dict[str, Any] = {"status": status.value}
+            if status == RunStatus.STARTED:
+                updates["start_time"] = moment
+            if status in FINISHED_STATUSES:
+                updates["end_time"] = moment
+            assignments = ", ".join(f"{column} = ?" for column in updates)
+            marks = ", ".join("?" * len(allowed))
+            moved = self._execute(
+                f"UPDATE runs SET {assignments} WHERE run_id = ? AND status IN ({marks})",
+                (*updates.values(), run.run_id, *allowed),
+            ).rowcount
+            if moved != 1:
+                return None
+            self._insert_event(run, STATUS_EVENT_TYPES[status], text, moment, error=error)
+            return self.get_run(run.run_id)
+
+        return self._write(body, wake=True)
+
+    def claim_queued_runs(
+        self, launcher: str, limit: int, run_ids: Iterable[str] | None = None
+    ) -> list[tuple[RunRecord, str]]:
+        wanted = None if run_ids is None else list(run_ids)
+        if limit <= 0 or wanted == []:
+            return []
+        # An idle pass must not take the write lock: look before claiming.
+        if not self._one("SELECT 1 FROM runs WHERE status = ? LIMIT 1", (RunStatus.QUEUED.value,)):
+            return []
+
+        def candidates() -> list[RunRecord]:
+            sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE status = ?"
+            order = f" ORDER BY created_at, {self.run_order} LIMIT ?{self.skip_locked}"
+            if wanted is None:
+                rows = self._execute(sql + order, (RunStatus.QUEUED.value, limit)).fetchall()
+                return [run_from_row(row) for row in rows]
+            found: list[RunRecord] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = self._execute(
+                    sql + f" AND run_id IN ({marks})" + order,
+                    (RunStatus.QUEUED.value, *chunk, limit - len(found)),
+                ).fetchall()
+                found += [run_from_row(row) for row in rows]
+                if len(found) >= limit:
+                    break
+            return found
+
+        def body() -> list[tuple[RunRecord, str]]:
+            now = time.time()
+            beat = self.db_time()
+            claimed = []
+            for run in candidates():
+                token = uuid.uuid4().hex
+                if self._execute(
+                    "UPDATE runs SET status = ?, launcher = ?, claim_token = ?, heartbeat_at = ?"
+                    " WHERE run_id = ? AND status = ?",
+                    (
+                        RunStatus.STARTING.value,
+                        launcher,
+                        token,
+                        beat,
+                        run.run_id,
+                        RunStatus.QUEUED.value,
+                    ),
+                ).rowcount:
+                    self._insert_event(
+                        run,
+                        EventType.RUN_STARTING,
+                        status_message(run, RunStatus.STARTING),
+                        now,
+                    )
+                    claimed.append((self.get_run(run.run_id), token))
+            return claimed
+
+        return self._write(body, wake=True)
+
+    def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
+        def body() -> RunRecord | None:
+            taken = self._execute(
+                "UPDATE runs SET worker = ?, worker_pid = ?, heartbeat_at = ? WHERE run_id = ?"
+                " AND status = ? AND claim_token = ? AND worker IS NULL",
+                (
+                    worker,
+                    _pid_of(worker),
+                    self.db_time(),
+                    run_id,
+                    RunStatus.STARTING.value,
+                    claim_token,
+                ),
+            ).rowcount
+            return self.get_run(run_id) if taken == 1 else None
+
+        return self._write(body)
+
+    def heartbeat_runs(self, run_ids: Sequence[str]) -> None:
+        ids = list(run_ids)
+        if not ids:
+            return
+
+        def body() -> None:
+            now = self.db_time()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                self._execute(
+                    f"UPDATE runs SET heartbeat_at = ? WHERE run_id IN ({', '.join('?' * len(chunk))})",
+                    (now, *chunk),
+                )
+
+        self._write(body)
+
+    def append_event(
+        self,
+        run: RunRecord,
+        event_type: EventType,
+        message: str = "",
+        *,
+        step_key: str | None = None,
+        level: str | None = None,
+        error: ErrorInfo | None = None,
+        now: float | None = None,
+    ) -> int:
+        moment = time.time() if now is None else now
+        return self._write(
+            lambda: self._insert_event(run, event_type, message, moment, step_key, level, error)
+        )
+
+    def _insert_event(
+        self,
+        run: RunRecord,
+        event_type: EventType,
+        message: str,
+        now: float,
+        step_key: str | None = None,
+        level: str | None = None,
+        error: ErrorInfo | None = None,
+    ) -> int:
+        return self._insert_id(
+            "INSERT INTO events (run_id, event_type, timestamp, message, step_key, level, error,"
+            " job_name, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.run_id,
+                event_type.value,
+                now,
+                message,
+                step_key,
+                level,
+                error.to_json() if error else None,
+                run.job_name,
+                run.location,
+            ),
+        )
+
+    # -- reading runs ------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord:
+        row = self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if row is None:
+            raise RunsenseError(f"no run with id '{run_id}'", "`runsense runs list` shows the runs")
+        return run_from_row(row)
+
+    def find_run(self, prefix: str) -> RunRecord:
+        prefix = prefix.strip().lower()  # uuid4 ids are lower-case; accept what users paste
+        if not prefix:
+            raise RunsenseError("an empty run id matches every run", "give a run id or its prefix")
+        rows = []
+        if set(prefix) <= _ID_CHARS:
+            clause, params = self._prefix_clause(prefix)
+            rows = self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE {clause} LIMIT 2", params)
+        if not rows:
+            raise RunsenseError(
+                f"no run id starts with '{prefix}'", "`runsense runs list` shows the runs"
+            )
+        if len(rows) > 1:
+            raise RunsenseError(
+                f"several runs start with '{prefix}'", "give more characters of the id"
+            )
+        return run_from_row(rows[0])
+
+    def _prefix_clause(self, prefix: str) -> tuple[str, list[Any]]:
+        """Ids starting with `prefix` (hex digits and dashes only) as an index range."""
+        return "run_id >= ? AND run_id < ?", [prefix, prefix + "g"]
+
+    def list_runs(
+        self,
+        job_name: str | None = None,
+        status: RunStatus | None = None,
+        limit: int | None = 50,
+    ) -> list[RunRecord]:
+        clauses, params = [], []
+        if job_name:
+            clauses.append("job_name = ?")
+            params.append(job_name)
+        if status:
+            clauses.append("status = ?")
+            params.append(status.value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, {self.run_order} DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [run_from_row(row) for row in self._all(sql, params)]
+
+    def runs_with_status(
+        self, statuses: Iterable[RunStatus], limit: int | None = None
+    ) -> list[RunRecord]:
+        values = [s.value for s in statuses]
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({', '.join('?' * len(values))})"
+            f" ORDER BY created_at, {self.run_order}"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [run_from_row(row) for row in self._all(sql, values)]
+
+    def run_origin(self, run_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT origin FROM runs WHERE run_id = ?", (run_id,))
+        return json.loads(row[0]) if row and row[0] else None
+
+    def events_for_run(self, run_id: str) -> list[RunEvent]:
+        rows = self._all(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [event_from_row(row) for row in rows]
+
+    def get_event(self, event_id: int) -> RunEvent | None:
+        row = self._one(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        return event_from_row(row) if row else None
+
+    def newest_event_id(self) -> int:
+        row = self._one("SELECT max(id) FROM events")
+        return int(row[0] or 0)
+
+    def status_event_for_run(self, run_id: str, event_type: EventType) -> RunEvent | None:
+        row = self._one(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND event_type = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (run_id, event_type.value),
+        )
+        return event_from_row(row) if row else None
+
+    # -- what sensors read -------------------------------------------------------------------
+
+    def _types_sql(self, event_types: Sequence[EventType], table: str = "") -> tuple[str, list]:
+        prefix = f"{table}." if table else ""
+        values = [t.value for t in event_types]
+        if len(values) == 1:
+            return f"{prefix}event_type = ?", values
+        return f"{prefix}event_type IN ({', '.join('?' * len(values))})", values
+
+    def status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope, limit: int
+    ) -> tuple[list[tuple[RunEvent, RunRecord]], int]:
+        types, type_params = self._types_sql(event_types, "e")
+        where, params = self._scope_sql(scope, "e")
+
+        def read() -> tuple[list[Any], int]:
+            with self.snapshot():
+                rows = self._execute(
+                    f"SELECT {EVENT_COLUMNS_E}, {RUN_COLUMNS_R} FROM events e"
+                    f" JOIN runs r ON r.run_id = e.run_id WHERE {types} AND e.id > ?{where}"
+                    " ORDER BY e.id LIMIT ?",
+                    (*type_params, cursor, *params, limit),
+                ).fetchall()
+                if len(rows) == limit:
+                    return rows, rows[-1][0]
+                newest = self._execute("SELECT max(id) FROM events").fetchone()[0] or 0
+                return rows, max(cursor, int(newest))
+
+        rows, high_water = self._read(read)
+        return [(event_from_row(row[:8]), run_from_row(row[8:])) for row in rows], high_water
+
+    def has_status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+    ) -> bool:
+        types, type_params = self._types_sql(event_types)
+        where, params = self._scope_sql(scope)
+        row = self._one(
+            f"SELECT 1 FROM events WHERE {types} AND id > ?{where} LIMIT 1",
+            (*type_params, cursor, *params),
+        )
+        return row is not None
+
+    def count_status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+    ) -> int:
+        types, type_params = self._types_sql(event_types)
+        where, params = self._scope_sql(scope)
+        row = self._one(
+            f"SELECT count(*) FROM events WHERE {types} AND id > ?{where}",
+            (*type_params, cursor, *params),
+        )
+        return int(row[0])
+
+
+def _pid_of(identity: str | None) -> int | None:
+    if not identity:
+        return None
+    try:
+        return int(identity.rsplit("/", 2)[1])
+    except (IndexError, ValueError):
+        return None

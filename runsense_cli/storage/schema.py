@@ -1,0 +1,173 @@
+"""The schema, as numbered migrations both backends apply in order.
+
+Each migration is a list of statements written once, with `{id}` (an auto-increment primary key),
+`{real}` (a float) and `{bigint}` filled in per dialect; `STORAGE_TABLES` lists what `db copy`
+moves, parents first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    id: str
+    autoid: str  # ids never reused, even after prune deletes the newest rows
+    real: str
+    bigint: str
+    seq: str
+
+
+SQLITE = Dialect(
+    id="INTEGER PRIMARY KEY",
+    autoid="INTEGER PRIMARY KEY AUTOINCREMENT",
+    real="REAL",
+    bigint="INTEGER",
+    seq="INTEGER",  # unused: SQLite orders runs by rowid
+)
+POSTGRES = Dialect(
+    id="BIGSERIAL PRIMARY KEY",
+    autoid="BIGSERIAL PRIMARY KEY",
+    real="DOUBLE PRECISION",
+    bigint="BIGINT",
+    seq="BIGSERIAL",
+)
+
+M001_INITIAL = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    job_name TEXT NOT NULL,
+    location TEXT NOT NULL,
+    status TEXT NOT NULL,
+    run_config TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    start_time {real},
+    end_time {real},
+    parent_run_id TEXT,
+    root_run_id TEXT,
+    worker_pid {bigint},
+    origin TEXT
+);
+-- "runs of job J, newest first" and the unfiltered listing are index scans.
+CREATE INDEX runs_by_job ON runs (job_name, created_at DESC);
+CREATE INDEX runs_by_created ON runs (created_at DESC);
+CREATE INDEX runs_by_status ON runs (status, created_at);
+
+-- The id is the one global order every sensor's cursor points into. job_name and location are
+-- copied from the run so a sensor's scan never joins to filter.
+CREATE TABLE events (
+    id {autoid},
+    run_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    timestamp {real} NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    step_key TEXT,
+    level TEXT,
+    error TEXT,
+    job_name TEXT NOT NULL,
+    location TEXT NOT NULL
+);
+CREATE INDEX events_by_run ON events (run_id, id);
+-- "status events of type T after id N" is a range scan on this index.
+CREATE INDEX events_by_type ON events (event_type, id);
+
+CREATE TABLE sensors (
+    id {id},
+    location TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cursor {bigint} NOT NULL DEFAULT 0,
+    started_at {real},
+    last_tick_at {real},
+    lease_pid {bigint},
+    lease_token TEXT,
+    lease_expires {real},
+    UNIQUE (location, name)
+);
+
+CREATE TABLE ticks (
+    id {id},
+    sensor_id {bigint} NOT NULL REFERENCES sensors (id),
+    status TEXT NOT NULL,
+    started_at {real} NOT NULL,
+    duration_s {real} NOT NULL DEFAULT 0,
+    events_scanned {bigint} NOT NULL DEFAULT 0,
+    reactions {bigint} NOT NULL DEFAULT 0,
+    run_ids TEXT NOT NULL DEFAULT '[]',
+    skip_reasons TEXT NOT NULL DEFAULT '[]',
+    errors TEXT NOT NULL DEFAULT '[]',
+    cursor_before {bigint} NOT NULL,
+    cursor_after {bigint} NOT NULL
+);
+CREATE INDEX ticks_by_sensor ON ticks (sensor_id, id DESC);
+
+-- One row per (sensor, status event): the UNIQUE constraint is the exactly-once guard.
+CREATE TABLE reactions (
+    id {id},
+    sensor_id {bigint} NOT NULL REFERENCES sensors (id),
+    event_id {bigint} NOT NULL,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts {bigint} NOT NULL,
+    next_attempt_at {real},
+    error TEXT,
+    skip_message TEXT,
+    run_ids TEXT NOT NULL DEFAULT '[]',
+    created_at {real} NOT NULL,
+    finished_at {real},
+    UNIQUE (sensor_id, event_id)
+);
+CREATE INDEX reactions_pending ON reactions (sensor_id, state, next_attempt_at);
+
+-- A run_key a sensor has used, and the run it created.
+CREATE TABLE run_keys (
+    sensor_id {bigint} NOT NULL REFERENCES sensors (id),
+    run_key TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (sensor_id, run_key)
+)
+"""
+
+M002_SEVERAL_HOSTS = """
+-- Who claimed a run (a launcher's ProcessId) with which token, who executes it, and when its
+-- worker last said it lives (database clock).
+ALTER TABLE runs ADD COLUMN launcher TEXT;
+ALTER TABLE runs ADD COLUMN claim_token TEXT;
+ALTER TABLE runs ADD COLUMN worker TEXT;
+ALTER TABLE runs ADD COLUMN heartbeat_at {real};
+-- The tick lease's holder as a ProcessId (pid alone is not unique across hosts or time).
+ALTER TABLE sensors ADD COLUMN lease_holder TEXT;
+-- NULL: the status follows the code's default_status; 'user': pinned by sensor start/stop.
+ALTER TABLE sensors ADD COLUMN status_source TEXT;
+ALTER TABLE ticks ADD COLUMN logs TEXT NOT NULL DEFAULT '[]';
+-- The order runs were created in, for PostgreSQL (SQLite has its rowid).
+ALTER TABLE runs ADD COLUMN seq {seq};
+CREATE TABLE daemons (
+    identity TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    pid {bigint} NOT NULL,
+    started_at {real} NOT NULL,
+    heartbeat_at {real} NOT NULL,
+    info TEXT NOT NULL DEFAULT '{{}}'
+)
+"""
+
+MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Parents before children, for `db copy`.
+STORAGE_TABLES = ["runs", "events", "sensors", "ticks", "reactions", "run_keys"]
+
+
+def statements(migration: str, dialect: Dialect) -> list[str]:
+    text = migration.format(
+        id=dialect.id,
+        autoid=dialect.autoid,
+        real=dialect.real,
+        bigint=dialect.bigint,
+        seq=dialect.seq,
+    )
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

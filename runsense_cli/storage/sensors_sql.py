@@ -1,0 +1,400 @@
+"""Sensors, their leases, ticks and reactions: the half of the contract that evaluation uses."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import LeaseLostError
+from ..identity import ProcessId, pid_alive
+from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
+from ..runs import EventType, RunStatus
+from .contract import NewRun, PageResult, WriteBack
+from .rows import (
+    REACTION_COLUMNS,
+    SENSOR_COLUMNS,
+    TICK_COLUMNS,
+    reaction_from_row,
+    sensor_from_row,
+    tick_from_row,
+)
+from .sql import SqlBase
+
+USER = "user"  # sensors.status_source once `sensor start`/`stop` pinned the status
+
+
+class SensorsSql(SqlBase):
+    # -- sensor rows -------------------------------------------------------------------------
+
+    def sensor_state(self, location: str, name: str) -> SensorState | None:
+        row = self._one(
+            f"SELECT {SENSOR_COLUMNS} FROM sensors WHERE location = ? AND name = ?",
+            (location, name),
+        )
+        return sensor_from_row(row) if row else None
+
+    def ensure_sensor(self, location: str, name: str, running: bool) -> SensorState:
+        """Also makes a sensor whose status nobody pinned follow its code's default_status."""
+        wanted = SensorStatus.RUNNING if running else SensorStatus.STOPPED
+        state = self.sensor_state(location, name)
+        if state is not None:
+            if state.status_source == USER or state.status == wanted:
+                return state
+            self.set_sensor_status(state.sensor_id, wanted, by_user=False)
+        else:
+
+            def body() -> None:
+                self._execute(
+                    "INSERT INTO sensors (location, name, status, cursor, started_at)"
+                    " VALUES (?, ?, ?, (SELECT coalesce(max(id), 0) FROM events), ?)"
+                    " ON CONFLICT (location, name) DO NOTHING",
+                    (location, name, wanted.value, time.time() if running else None),
+                )
+
+            self._write(body)
+        state = self.sensor_state(location, name)
+        assert state is not None
+        return state
+
+    def set_sensor_status(
+        self,
+        sensor_id: int,
+        status: SensorStatus,
+        *,
+        cursor: int | None = None,
+        by_user: bool = True,
+    ) -> None:
+        source = USER if by_user else None
+
+        def body() -> None:
+            if status == SensorStatus.RUNNING:
+                # A first start begins at the newest event (runs that ended before it never
+                # fire); a restart resumes from the cursor the sensor stopped at.
+                self._execute(
+                    "UPDATE sensors SET status = ?, started_at = ?, status_source = coalesce(?,"
+                    " status_source), cursor = coalesce(?, CASE WHEN started_at IS NULL THEN"
+                    " (SELECT coalesce(max(id), 0) FROM events) ELSE cursor END) WHERE id = ?",
+                    (status.value, time.time(), source, cursor, sensor_id),
+                )
+            else:
+                self._execute(
+                    "UPDATE sensors SET status = ?, status_source = coalesce(?, status_source)"
+                    " WHERE id = ?",
+                    (status.value, source, sensor_id),
+                )
+
+        self._write(body, wake=True)
+
+    def reset_sensor_status(self, sensor_id: int, running: bool) -> None:
+        def body() -> None:
+            wanted = SensorStatus.RUNNING if running else SensorStatus.STOPPED
+            row = self._execute("SELECT status FROM sensors WHERE id = ?", (sensor_id,)).fetchone()
+            if row and row[0] != wanted.value:
+                self.set_sensor_status(sensor_id, wanted, by_user=False)
+            self._execute("UPDATE sensors SET status_source = NULL WHERE id = ?", (sensor_id,))
+
+        self._write(body, wake=True)
+
+    def set_cursor(self, sensor_id: int, cursor: int) -> None:
+        self._write(
+            lambda: self._execute(
+                "UPDATE sensors SET cursor = ? WHERE id = ?", (cursor, sensor_id)
+            ),
+            wake=True,
+        )
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def acquire_lease(self, sensor_id: int, token: str, ttl: float, holder: str) -> bool:
+        def body() -> bool:
+            now = self.db_time()
+            row = self._execute(
+                "SELECT lease_holder, lease_token, lease_expires, lease_pid FROM sensors"
+                f" WHERE id = ?{self.for_update}",
+                (sensor_id,),
+            ).fetchone()
+            if row is None:
+                return False
+            holder_id, holder_token, expires, holder_pid = row
+            if holder_token not in (None, token) and expires is not None and expires > now:
+                other = ProcessId.parse(holder_id)
+                alive = other.alive() if other else pid_alive(holder_pid)
+                if alive is not False:  # alive, or on another host: only expiry frees it
+                    return False
+            self._execute(
+                "UPDATE sensors SET lease_holder = ?, lease_pid = ?, lease_token = ?,"
+                " lease_expires = ? WHERE id = ?",
+                (
+                    holder,
+                    ProcessId.parse(holder).pid if ProcessId.parse(holder) else None,
+                    token,
+                    now + ttl,
+                    sensor_id,
+                ),
+            )
+            return True
+
+        return self._write(body)
+
+    def renew_lease(self, sensor_id: int, token: str, ttl: float) -> bool:
+        def body() -> bool:
+            return bool(
+                self._execute(
+                    "UPDATE sensors SET lease_expires = ? WHERE id = ? AND lease_token = ?",
+                    (self.db_time() + ttl, sensor_id, token),
+                ).rowcount
+            )
+
+        return self._write(body)
+
+    def release_lease(self, sensor_id: int, token: str) -> None:
+        self._write(
+            lambda: self._execute(
+                "UPDATE sensors SET lease_holder = NULL, lease_pid = NULL, lease_token = NULL,"
+                " lease_expires = NULL WHERE id = ? AND lease_token = ?",
+                (sensor_id, token),
+            )
+        )
+
+    # -- pages and ticks ---------------------------------------------------------------------
+
+    def commit_page(
+        self,
+        sensor_id: int,
+        tick: Tick,
+        reactions: Sequence[Reaction],
+        new_runs: Sequence[NewRun],
+        run_keys: Sequence[tuple[str, str]],
+        write_backs: Sequence[WriteBack],
+        cursor: int | None,
+        expected_cursor: int | None,
+        lease_token: str,
+        lease_ttl: float,
+    ) -> PageResult:
+        reaction_rows = [
+            (
+                sensor_id,
+                r.event_id,
+                r.run_id,
+                r.state.value,
+                r.attempts,
+                r.next_attempt_at,
+                r.error,
+                r.skip_message,
+                json.dumps(r.run_ids),
+                r.created_at or time.time(),
+                r.finished_at,
+            )
+            for r in reactions
+        ]
+
+        def body() -> tuple[PageResult, int]:
+            now = time.time()
+            row = self._execute(
+                f"SELECT lease_token, cursor, status FROM sensors WHERE id = ?{self.for_update}",
+                (sensor_id,),
+            ).fetchone()
+            if row is None or row[0] != lease_token:
+                raise LeaseLostError(
+                    "lost the sensor's lease to another process; nothing was stored"
+                )
+            self._insert_runs(new_runs, now)
+            self._executemany(
+                "INSERT INTO run_keys (sensor_id, run_key, run_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (sensor_id, run_key) DO NOTHING",
+                [(sensor_id, key, run_id) for key, run_id in run_keys],
+            )
+            self._executemany(
+                "INSERT INTO reactions (sensor_id, event_id, run_id, state, attempts,"
+                " next_attempt_at, error, skip_message, run_ids, created_at, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (sensor_id, event_id) DO UPDATE SET state = excluded.state,"
+                " attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,"
+                " error = excluded.error, skip_message = excluded.skip_message,"
+                " run_ids = excluded.run_ids, finished_at = excluded.finished_at",
+                reaction_rows,
+            )
+            self._executemany(
+                "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        w.run_id,
+                        EventType.SENSOR_REACTION.value,
+                        now,
+                        w.message,
+                        w.job_name,
+                        w.location,
+                    )
+                    for w in write_backs
+                ],
+            )
+            result = PageResult.COMMITTED
+            if row[2] != "RUNNING":
+                result = PageResult.STOPPED
+            if cursor is not None and expected_cursor is not None and row[1] != expected_cursor:
+                result = PageResult.CURSOR_MOVED
+            expires = self.db_time() + lease_ttl
+            if cursor is not None and result != PageResult.CURSOR_MOVED:
+                self._execute(
+                    "UPDATE sensors SET cursor = ?, last_tick_at = ?, lease_expires = ?"
+                    " WHERE id = ?",
+                    (cursor, now, expires, sensor_id),
+                )
+            else:
+                self._execute(
+                    "UPDATE sensors SET last_tick_at = ?, lease_expires = ? WHERE id = ?",
+                    (now, expires, sensor_id),
+                )
+            return result, self._save_tick(sensor_id, tick)
+
+        result, tick_id = self._write(body, wake=bool(new_runs))
+        tick.tick_id = tick_id
+        return result
+
+    def _insert_runs(self, new_runs: Sequence[NewRun], now: float) -> None:
+        if not new_runs:
+            return
+        self._executemany(
+            "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
+            " parent_run_id, root_run_id, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.run_id,
+                    r.job_name,
+                    r.location,
+                    RunStatus.QUEUED.value,
+                    json.dumps(r.run_config),
+                    json.dumps(r.tags),
+                    now,
+                    r.parent_run_id,
+                    r.root_run_id,
+                    json.dumps(r.origin) if r.origin else None,
+                )
+                for r in new_runs
+            ],
+        )
+        self._executemany(
+            "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.run_id,
+                    EventType.RUN_ENQUEUED.value,
+                    now,
+                    f'Run of "{r.job_name}" queued by sensor "{r.tags.get("runsense/sensor", "")}".',
+                    r.job_name,
+                    r.location,
+                )
+                for r in new_runs
+            ],
+        )
+
+    def _save_tick(self, sensor_id: int, tick: Tick) -> int:
+        """Insert or update the tick's row; returns its id (set on `tick` only after commit)."""
+        values = (
+            tick.status.value,
+            tick.started_at,
+            tick.duration_s,
+            tick.events_scanned,
+            tick.reactions,
+            json.dumps(tick.run_ids),
+            json.dumps(tick.skip_reasons),
+            json.dumps(tick.errors),
+            tick.cursor_before,
+            tick.cursor_after,
+            json.dumps(tick.logs),
+        )
+        if tick.tick_id:
+            self._execute(
+                "UPDATE ticks SET status = ?, started_at = ?, duration_s = ?, events_scanned = ?,"
+                " reactions = ?, run_ids = ?, skip_reasons = ?, errors = ?, cursor_before = ?,"
+                " cursor_after = ?, logs = ? WHERE id = ?",
+                (*values, tick.tick_id),
+            )
+            return tick.tick_id
+        return self._insert_id(
+            "INSERT INTO ticks (status, started_at, duration_s, events_scanned, reactions,"
+            " run_ids, skip_reasons, errors, cursor_before, cursor_after, logs, sensor_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, sensor_id),
+        )
+
+    def record_tick(self, sensor_id: int, tick: Tick) -> None:
+        def body() -> int:
+            tick_id = self._save_tick(sensor_id, tick)
+            self._execute(
+                "UPDATE sensors SET last_tick_at = ? WHERE id = ?", (time.time(), sensor_id)
+            )
+            return tick_id
+
+        tick.tick_id = self._write(body)
+
+    def run_key_owner(self, sensor_id: int, run_key: str) -> str | None:
+        row = self._one(
+            "SELECT run_id FROM run_keys WHERE sensor_id = ? AND run_key = ?", (sensor_id, run_key)
+        )
+        return row[0] if row else None
+
+    def list_ticks(self, sensor_id: int, limit: int = 20) -> list[Tick]:
+        rows = self._all(
+            f"SELECT {TICK_COLUMNS} FROM ticks t JOIN sensors s ON s.id = t.sensor_id"
+            " WHERE t.sensor_id = ? ORDER BY t.id DESC LIMIT ?",
+            (sensor_id, limit),
+        )
+        return [tick_from_row(row) for row in rows]
+
+    # -- reactions ---------------------------------------------------------------------------
+
+    def due_reactions(self, sensor_id: int, now: float, limit: int) -> list[Reaction]:
+        rows = self._all(
+            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+            " WHERE r.sensor_id = ? AND r.state = ? AND r.next_attempt_at <= ?"
+            " ORDER BY r.event_id LIMIT ?",
+            (sensor_id, ReactionState.RETRYING.value, now, limit),
+        )
+        return [reaction_from_row(row) for row in rows]
+
+    def next_retry_at(self, sensor_id: int) -> float | None:
+        row = self._one(
+            "SELECT min(next_attempt_at) FROM reactions WHERE sensor_id = ? AND state = ?",
+            (sensor_id, ReactionState.RETRYING.value),
+        )
+        return row[0]
+
+    def failed_reactions(self, sensor_ids: Sequence[int]) -> list[Reaction]:
+        if not sensor_ids:
+            return []
+        marks = ", ".join("?" * len(sensor_ids))
+        rows = self._all(
+            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+            f" WHERE r.sensor_id IN ({marks}) AND r.state IN (?, ?) ORDER BY r.event_id",
+            (*sensor_ids, ReactionState.RETRYING.value, ReactionState.DEAD.value),
+        )
+        return [reaction_from_row(row) for row in rows]
+
+    def reactions_for(self, sensor_id: int) -> list[Reaction]:
+        rows = self._all(
+            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+            " WHERE r.sensor_id = ? ORDER BY r.event_id",
+            (sensor_id,),
+        )
+        return [reaction_from_row(row) for row in rows]
+
+    def requeue_reactions(self, sensor_id: int, event_id: int | None = None) -> int:
+        sql = (
+            "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?, finished_at = NULL"
+            " WHERE sensor_id = ? AND state = ?"
+        )
+        params: list[Any] = [
+            ReactionState.RETRYING.value,
+            time.time(),
+            sensor_id,
+            ReactionState.DEAD.value,
+        ]
+        if event_id is not None:
+            sql += " AND event_id = ?"
+            params.append(event_id)
+        return self._write(lambda: self._execute(sql, params).rowcount, wake=True)

@@ -1,0 +1,257 @@
+"""What both SQL backends share: statements, transactions and migrations over a DB-API connection.
+
+SQL here is written once with `?` placeholders; a backend converts it to its driver's style.
+Backends provide the connection and the few things that differ (how a write transaction takes its
+lock, the database clock, row order, wake-ups). The runs/events and sensors/ticks halves of the
+contract live in `runs_sql` and `sensors_sql`, both built on `SqlBase`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..errors import StorageError
+from .contract import DaemonRecord, SensorScope, Storage
+from .schema import MIGRATIONS, SCHEMA_VERSION, STORAGE_TABLES, Dialect, statements
+
+T = TypeVar("T")
+
+
+class SqlBase(Storage):
+    """Shared SQL over `self.conn`; backends set the dialect hooks below."""
+
+    dialect: Dialect
+    #: Appended to a SELECT that a write transaction is about to update (row lock).
+    for_update = ""
+    #: Appended to a SELECT of queued runs to claim: locked rows are skipped, not waited for.
+    skip_locked = ""
+    #: The column that orders runs by creation.
+    run_order = "rowid"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._depth = 0
+        self._wake = False
+
+    # -- driver hooks ------------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    def _executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        raise NotImplementedError
+
+    def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
+        """Run an INSERT into a table with an `id` key and return the new id."""
+        raise NotImplementedError
+
+    def _begin_write(self) -> None:
+        raise NotImplementedError
+
+    def _begin_read(self) -> None:
+        self._execute("BEGIN")
+
+    def _commit(self) -> None:
+        self._execute("COMMIT")
+
+    def _rollback(self) -> None:
+        self._execute("ROLLBACK")
+
+    def _notify(self) -> None:
+        """Tell waiting processes that something they wait for was committed."""
+
+    def _retrying(self, fn: Callable[[], T], *, write: bool) -> T:
+        """Run `fn`; a backend that can lose its connection retries here."""
+        return fn()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[], T], *, wake: bool = False) -> T:
+        """Run `fn` in one write transaction (joining an outer one); `wake` notifies waiters."""
+        if self._depth:
+            self._wake = self._wake or wake
+            return fn()
+
+        def attempt() -> T:
+            self._begin_write()
+            self._depth = 1
+            self._wake = wake
+            try:
+                result = fn()
+                if self._wake:
+                    self._notify_in_transaction()
+            except BaseException:
+                self._depth = 0
+                self._safe_rollback()
+                raise
+            self._depth = 0
+            try:
+                self._commit()
+            except BaseException:
+                self._safe_rollback()
+                raise
+            if self._wake:
+                self._notify()
+            return result
+
+        return self._retrying(attempt, write=True)
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        """Run `fn`'s queries; outside a transaction each one sees the latest commits."""
+        if self._depth:
+            return fn()
+        return self._retrying(fn, write=False)
+
+    def _notify_in_transaction(self) -> None:
+        """Backends whose notifications are transactional (PostgreSQL) send them here."""
+
+    def _safe_rollback(self) -> None:
+        try:
+            self._rollback()
+        except Exception:
+            pass  # the connection is gone; the server rolled back for us
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction for a sequence of calls; nested calls join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._begin_write()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._safe_rollback()
+            raise
+        self._depth = 0
+        self._commit()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the same committed state."""
+        if self._depth:
+            yield
+            return
+        self._begin_read()
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self._safe_rollback()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _migrate(self, current: int) -> None:
+        """Apply every missing migration in one transaction, then record the version."""
+        for migration in MIGRATIONS[current:]:
+            for statement in statements(migration, self.dialect):
+                self._execute(statement)
+        self._set_version(SCHEMA_VERSION)
+
+    def _set_version(self, version: int) -> None:
+        raise NotImplementedError
+
+    # -- shared helpers ----------------------------------------------------------------------
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self._read(lambda: self._execute(sql, params).fetchone())
+
+    def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        return self._read(lambda: self._execute(sql, params).fetchall())
+
+    def _scope_sql(self, scope: SensorScope, table: str = "") -> tuple[str, list[Any]]:
+        """A WHERE fragment over the events table (aliased `table`) and its parameters."""
+        prefix = f"{table}." if table else ""
+        if scope.all_locations:
+            return "", []
+        clauses: list[str] = []
+        params: list[Any] = []
+        if scope.jobs is None and not scope.locations:
+            return f" AND {prefix}location = ?", [scope.location]
+        if scope.jobs:
+            pairs = sorted(scope.jobs)
+            values = ", ".join("(?, ?)" for _ in pairs)
+            clauses.append(f"({prefix}location, {prefix}job_name) IN (VALUES {values})")
+            params += [value for pair in pairs for value in pair]
+        if scope.locations:
+            names = sorted(scope.locations)
+            clauses.append(f"{prefix}location IN ({', '.join('?' * len(names))})")
+            params += names
+        if not clauses:
+            return " AND 1 = 0", []
+        return f" AND ({' OR '.join(clauses)})", params
+
+    # -- daemons -----------------------------------------------------------------------------
+
+    def heartbeat_daemon(self, identity: str, info: dict[str, Any]) -> None:
+        node = identity.rpartition("/")[0]
+        node, _, pid = node.rpartition("/")
+
+        def body() -> None:
+            now = self.db_time()
+            self._execute(
+                "INSERT INTO daemons (identity, node, pid, started_at, heartbeat_at, info)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (identity) DO UPDATE SET"
+                " heartbeat_at = excluded.heartbeat_at, info = excluded.info",
+                (identity, node, int(pid or 0), now, now, json.dumps(info)),
+            )
+
+        self._write(body)
+
+    def remove_daemon(self, identity: str) -> None:
+        self._write(lambda: self._execute("DELETE FROM daemons WHERE identity = ?", (identity,)))
+
+    def list_daemons(self) -> list[DaemonRecord]:
+        rows = self._all(
+            "SELECT identity, node, pid, started_at, heartbeat_at, info FROM daemons"
+            " ORDER BY started_at"
+        )
+        return [DaemonRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
+
+    # -- moving a whole database -------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return not any(self._one(f"SELECT 1 FROM {table} LIMIT 1") for table in STORAGE_TABLES)
+
+    def export_table(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        if table not in STORAGE_TABLES:
+            raise StorageError(f"unknown table {table!r}")
+        columns = self._table_columns(table)
+        order = {"runs": f"created_at, {self.run_order}", "run_keys": "sensor_id, run_key"}
+        order_by = f" ORDER BY {order.get(table, 'id')}"
+        rows = self._all(f"SELECT {', '.join(columns)} FROM {table}{order_by}")
+        return columns, iter([tuple(row) for row in rows])
+
+    def _table_columns(self, table: str) -> list[str]:
+        raise NotImplementedError
+
+    def import_rows(self, table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> int:
+        if table not in STORAGE_TABLES:
+            raise StorageError(f"unknown table {table!r}")
+        # `seq` orders runs on PostgreSQL only; the target numbers runs in the (creation) order
+        # they arrive in.
+        mine = set(self._table_columns(table)) - {"seq"}
+        keep = [i for i, name in enumerate(columns) if name in mine]
+        names = [columns[i] for i in keep]
+        marks = ", ".join("?" * len(names))
+        batch = [tuple(row[i] for i in keep) for row in rows]
+
+        def body() -> int:
+            self._executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", batch)
+            self._after_import(table)
+            return len(batch)
+
+        return self._write(body)
+
+    def _after_import(self, table: str) -> None:
+        """Backends with sequences move them past the imported ids."""

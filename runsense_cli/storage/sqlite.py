@@ -1,0 +1,252 @@
+"""The embedded backend: one SQLite file in the runsense home, nothing to set up.
+
+Every write takes SQLite's write lock up front (`BEGIN IMMEDIATE`), so concurrent processes queue
+on the busy timeout instead of failing with "database is locked" when a read transaction tries to
+upgrade; that lock also serializes event inserts, so event ids become visible in id order.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import StorageError
+from ..home import DB_FILENAME, resolve_home
+from .runs_sql import RunsSql
+from .schema import SCHEMA_VERSION, SQLITE
+from .sensors_sql import SensorsSql
+from .wake import WakeListener, poke
+
+BUSY_TIMEOUT_MS = 30_000
+SQLITE_HEADER = b"SQLite format 3\x00"
+MOVE_AWAY = "move it away or point --home at another directory"
+
+# Database files this process has open, by (device, inode), with how many times. Closing *any*
+# descriptor of a file drops every POSIX lock this process holds on it, SQLite's included
+# (sqlite.org/howtocorrupt.html, 2.2): reading the header of a file that is already open here
+# would let another process think it is the last connection and delete the WAL under us.
+_OPEN_FILES: dict[tuple[int, int], int] = {}
+
+
+class SqliteStorage(RunsSql, SensorsSql):
+    backend = "sqlite"
+    single_host = True
+    needs_heartbeats = False
+    dialect = SQLITE
+    run_order = "rowid"
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, *, memory: bool = False):
+        super().__init__(connection)
+        self.path = path
+        self.memory = memory
+        self._file_key: tuple[int, int] | None = None
+        self._listener: WakeListener | None = None
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open_home(cls, home: Any = None, *, path: Path | None = None, create: bool = True):
+        """Open (creating if needed) the database, refusing files runsense cannot use.
+
+        With `create=False` a missing database opens as an empty one in memory, so commands that
+        only read never leave a file behind.
+        """
+        if path is None:
+            path = resolve_home(home) / DB_FILENAME
+        directory = path.parent
+        if not create and not path.exists():
+            storage = cls(path, sqlite3.connect(":memory:", isolation_level=None), memory=True)
+            storage._prepare(0)
+            return storage
+        if path.is_symlink() and not path.exists():
+            raise StorageError(
+                f"{path} is a link to {os.readlink(path)}, which does not exist",
+                "remove the link or point it at a runsense database",
+            )
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the runsense home {directory}: {exc.strerror}",
+                "choose another with --home or RUNSENSE_HOME",
+            ) from None
+        _check_header(path)
+        if not path.exists():
+            # Create the file ourselves so it is 0600 from its first byte.
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise _os_error(path, exc) from None
+        if not os.access(directory, os.W_OK) or not os.access(path, os.R_OK | os.W_OK):
+            raise StorageError(
+                f"cannot write to {path if os.access(directory, os.W_OK) else directory}"
+                " (permission denied or read-only)",
+                "fix its permissions, or choose another home with --home or RUNSENSE_HOME",
+            )
+        try:
+            connection = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            # Our schema and its version are written in one transaction, so tables at version 0
+            # mean another program's database: refuse it before WAL or a migration touches it.
+            foreign = not version and connection.execute("SELECT 1 FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(
+                f"{path} is not a usable runsense database ({exc})", MOVE_AWAY
+            ) from None
+        if foreign:
+            connection.close()
+            raise StorageError(
+                f"{path} is a SQLite database of another program, not runsense's", MOVE_AWAY
+            )
+        if version > SCHEMA_VERSION:
+            connection.close()
+            raise StorageError(
+                f"{path} has schema version {version}, newer than this runsense understands "
+                f"({SCHEMA_VERSION})",
+                "upgrade runsense (pip install -U runsense) or use another --home",
+            )
+        storage = cls(path, connection)
+        storage._prepare(version)
+        stat = os.stat(path)
+        storage._file_key = (stat.st_dev, stat.st_ino)
+        _OPEN_FILES[storage._file_key] = _OPEN_FILES.get(storage._file_key, 0) + 1
+        return storage
+
+    def _prepare(self, version: int) -> None:
+        db = self.conn
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode survives any process crash; only power loss can drop the
+            # last commits, which is the trade Huey, llm and most local tools make too.
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            if version < SCHEMA_VERSION:
+                with self.transaction():
+                    self._migrate(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StorageError(
+                f"{self.path} is not a usable runsense database ({exc})", MOVE_AWAY
+            ) from None
+
+    def _set_version(self, version: int) -> None:
+        self.conn.execute(f"PRAGMA user_version = {int(version)}")
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    def reopen(self) -> SqliteStorage:
+        return SqliteStorage.open_home(path=self.path)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.conn.close()
+        key, self._file_key = self._file_key, None
+        if key is not None:
+            if _OPEN_FILES.get(key, 0) > 1:
+                _OPEN_FILES[key] -= 1
+            else:
+                _OPEN_FILES.pop(key, None)
+
+    # -- driver hooks ------------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        try:
+            return self.conn.execute(sql, tuple(params))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    def _executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        try:
+            self.conn.executemany(sql, rows)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
+        return int(self._execute(sql, params).lastrowid or 0)
+
+    def _begin_write(self) -> None:
+        self._execute("BEGIN IMMEDIATE")
+
+    def _error(self, exc: sqlite3.DatabaseError) -> StorageError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StorageError(
+                f"the database stayed locked for over {BUSY_TIMEOUT_MS // 1000} s",
+                "another runsense process is holding it; try again",
+            )
+        if "disk is full" in text or "disk I/O" in text:
+            return StorageError(
+                f"cannot write to {self.path}: the disk is full or failing; nothing was saved",
+                "free some space (or choose another --home) and try again",
+            )
+        if "readonly" in text:
+            return StorageError(
+                f"cannot write to {self.path}: it is read-only",
+                "fix its permissions, or choose another home with --home or RUNSENSE_HOME",
+            )
+        return StorageError(
+            f"database error in {self.path}: {exc}", "the file may be damaged; try another --home"
+        )
+
+    def db_time(self) -> float:
+        return time.time()  # one host: the local clock is the database's
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    def wait_for_change(self, timeout: float) -> bool:
+        if self.memory:
+            time.sleep(max(0.0, timeout))
+            return False
+        if self._listener is None:
+            self._listener = WakeListener(self.path.parent / "wake")
+        return self._listener.wait(timeout)
+
+    def _notify(self) -> None:
+        if not self.memory:
+            poke(self.path.parent / "wake")
+
+    # -- moving a whole database -------------------------------------------------------------
+
+    def _table_columns(self, table: str) -> list[str]:
+        return [row[1] for row in self._execute(f"PRAGMA table_info({table})").fetchall()]
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite before sqlite3 gets a chance to write to it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None
+    if stat is not None and (stat.st_dev, stat.st_ino) in _OPEN_FILES:
+        return  # open (so checked) already; reading it again would drop SQLite's locks
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    if header and header != SQLITE_HEADER:
+        raise StorageError(f"{path} is not a SQLite database", MOVE_AWAY)
+
+
+def _os_error(path: Path, exc: OSError) -> StorageError:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(
+            f"cannot open {path}: {exc.strerror}",
+            "fix its permissions, or choose another home with --home or RUNSENSE_HOME",
+        )
+    return StorageError(f"cannot open {path}: {exc.strerror}", "check the path and its disk")
