@@ -8,6 +8,7 @@ command) or the interval passes, whichever comes first.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -146,10 +147,8 @@ class Daemon:
                     self.stop_requested.wait(remaining)
         if self._deadline is not None:
             self._deadline.cancel()
-        try:
+        with contextlib.suppress(RunsenseError):  # if it fails, its heartbeat ages out instead
             storage.remove_daemon(self.identity)
-        except RunsenseError:
-            pass  # its heartbeat ages out instead
         self.reporter.stopping()
 
     def _heartbeat(self) -> None:

@@ -8,6 +8,7 @@ contract live in `runs_sql` and `sensors_sql`, both built on `SqlBase`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -109,10 +110,9 @@ class SqlBase(Storage):
         """Backends whose notifications are transactional (PostgreSQL) send them here."""
 
     def _safe_rollback(self) -> None:
-        try:
+        # If the connection is gone the server rolled back for us.
+        with contextlib.suppress(Exception):
             self._rollback()
-        except Exception:
-            pass  # the connection is gone; the server rolled back for us
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
