@@ -989,6 +989,65 @@ class Storage:
             self.db.execute("SELECT state, count(*) FROM reactions GROUP BY state").fetchall()
         )
 
+    # --- cli-polish additions ---
+
+    def job_names(self) -> list[str]:
+        """Every job that has runs here, sorted (a covering scan of `runs_by_job`)."""
+        return [row[0] for row in self.db.execute("SELECT DISTINCT job_name FROM runs ORDER BY 1")]
+
+    def reactions_to_run(self, run_id: str) -> list[Reaction]:
+        """What every sensor did about this run's status events, in event order.
+
+        Probes the (sensor_id, event_id) key once per sensor and status event of the run, so
+        it stays an index lookup however many reactions the home holds.
+        """
+        rows = self.db.execute(
+            f"SELECT {_REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+            " WHERE r.sensor_id IN (SELECT id FROM sensors)"
+            " AND r.event_id IN (SELECT id FROM events WHERE run_id = ?)"
+            " ORDER BY r.event_id, s.name",
+            (run_id,),
+        )
+        return [_reaction_from_row(row) for row in rows]
+
+    def requested_runs(self, run_id: str) -> list[RunRecord]:
+        """Runs that sensors requested from this run (parent_run_id = run_id), oldest first.
+
+        Found through the reactions to the run, which list the runs they created: `runs` has
+        no index on parent_run_id.
+        """
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ("
+            " SELECT j.value FROM reactions r, json_each(r.run_ids) j"
+            " WHERE r.sensor_id IN (SELECT id FROM sensors)"
+            " AND r.event_id IN (SELECT id FROM events WHERE run_id = ?))"
+            " AND parent_run_id = ? ORDER BY created_at, rowid",
+            (run_id, run_id),
+        )
+        return [_run_from_row(row) for row in rows]
+
+    def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
+        """Make failed reactions due now, skipping their back-off: parked (DEAD) ones get a
+        fresh retry budget, RETRYING ones keep their attempt count. Returns (parked, retrying)."""
+        now = time.time()
+        only_event = " AND event_id = ?" if event_id is not None else ""
+        extra = [event_id] if event_id is not None else []
+        with self.transaction() as db:
+            # RETRYING first, so the parked ones requeued below are not counted twice.
+            retrying = db.execute(
+                "UPDATE reactions SET next_attempt_at = min(coalesce(next_attempt_at, ?), ?)"
+                " WHERE sensor_id = ? AND state = ?" + only_event,
+                [now, now, sensor_id, ReactionState.RETRYING.value, *extra],
+            ).rowcount
+            parked = db.execute(
+                "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?,"
+                " finished_at = NULL WHERE sensor_id = ? AND state = ?" + only_event,
+                [ReactionState.RETRYING.value, now, sensor_id, ReactionState.DEAD.value, *extra],
+            ).rowcount
+        return parked, retrying
+
+    # --- end cli-polish ---
+
 
 _RUN_FIELDS = (
     "run_id, job_name, status, location, run_config, tags, created_at, start_time, end_time,"
