@@ -51,12 +51,12 @@ def find_project(
     for directory in (here, *here.parents):
         pyproject = directory / "pyproject.toml"
         if pyproject.is_file():
-            name = _read_toml(pyproject).get("tool", {}).get("runsense", {}).get("module")
+            name = read_toml(pyproject).get("tool", {}).get("runsense", {}).get("module")
             if name:
                 return ProjectRef(_module_name(name, pyproject), str(directory))
         runsense_toml = directory / "runsense.toml"
         if runsense_toml.is_file():
-            name = _read_toml(runsense_toml).get("module")
+            name = read_toml(runsense_toml).get("module")
             if not name:
                 raise ProjectError(
                     f'{runsense_toml} has no `module = "..."` line',
@@ -78,7 +78,7 @@ def _module_name(value: Any, source: Path) -> str:
     return value
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only
