@@ -32,6 +32,27 @@ class CliState:
     _reader: Storage | None = field(default=None, repr=False)
     _evaluator: SensorEvaluator | None = field(default=None, repr=False)
 
+    def apply(
+        self,
+        *,
+        file: str | None = None,
+        module: str | None = None,
+        home: str | None = None,
+        verbose: bool | None = None,
+    ) -> None:
+        """Take global options given at one level (before or after the command); later wins."""
+        from ..errors import RunsenseError
+
+        if file is not None:
+            self.file = file
+        if module is not None:
+            self.module = module
+        if home is not None:
+            self.home_option = home
+        self.verbose = self.verbose or bool(verbose)
+        if self.file and self.module:
+            raise RunsenseError("give -f/--file or -m/--module, not both")
+
     @property
     def home(self) -> Path:
         return resolve_home(self.home_option)
