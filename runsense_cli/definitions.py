@@ -8,7 +8,6 @@ topological order.
 from __future__ import annotations
 
 import contextvars
-import difflib
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
 from .config import ConfigSchema, check_schema
-from .errors import DefinitionError, RunsenseError
+from .errors import DefinitionError, RunsenseError, suggest
 
 if TYPE_CHECKING:
     from .execution import ExecuteInProcessResult
@@ -263,10 +262,7 @@ class Definitions:
 
 
 def _suggest(name: str, known: Sequence[str] | Mapping[str, Any], command: str) -> str:
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-    if close:
-        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return f"`{command}` lists them"
+    return suggest(name, known, command) or ""
 
 
 def _module_location(module_name: str) -> str:

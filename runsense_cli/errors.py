@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class RunsenseError(Exception):
     """A problem the user can fix: `message` says what is wrong, `hint` how to fix it.
@@ -52,3 +54,13 @@ class LeaseLostError(RunsenseError):
 
 class StorageUnavailableError(StorageError):
     """The database server cannot be reached (after retrying for a while)."""
+
+
+def suggest(name: str, known: Iterable[str], command: str | None = None) -> str | None:
+    """`did you mean 'x'?` for a close match among `known`, else where to look them up."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    if close:
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    return f"`{command}` lists them" if command else None

@@ -127,77 +127,79 @@ def execute_run(
 ) -> RunResult:
     """Take a STARTING run through STARTED to SUCCESS or FAILURE.
 
-    Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops. A status
-    move another process already made (a cancel) wins: the run stops where it is.
+    Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops. `on_step`
+    only displays progress: if it raises (a terminal that cannot print a character), the run
+    goes on without it rather than stopping half-way and staying STARTED. A status move another
+    process already made (a cancel) wins: the run stops where it is.
     """
     started_run = storage.set_run_status(run, RunStatus.STARTED)
     if started_run is None:
         return RunResult(storage.get_run(run.run_id))
-    run = started_run
-    with Heartbeat(storage, run.run_id):
-        return _execute_nodes(storage, job, run, on_step)
+    with Heartbeat(storage, started_run.run_id):
+        return _execute_nodes(storage, job, started_run, _guarded(on_step))
 
 
 def _execute_nodes(
-    storage: Storage, job: JobDefinition, run: RunRecord, on_step: OnStep | None
+    storage: Storage, job: JobDefinition, run: RunRecord, notify: OnStep
 ) -> RunResult:
     ops_config = (run.run_config.get("ops") or {}) if run.run_config else {}
     outputs: dict[str, Any] = {}
-    for node in job.nodes:
-        started = time.perf_counter()
-        storage.append_event(
-            run,
-            EventType.STEP_START,
-            f'Started execution of step "{node.name}".',
-            step_key=node.name,
-        )
-        if on_step:
-            on_step(StepReport("start", node.name))
-        try:
-            kwargs = {param: outputs[upstream] for param, upstream in node.inputs.items()}
-            if node.op.takes_context:
-                context = OpExecutionContext(
-                    log=RunLogger(storage, run, node.name, on_step),
-                    op_config=(ops_config.get(node.name) or {}).get("config"),
-                    run=run,
-                    op_name=node.name,
-                )
-                outputs[node.name] = node.op.fn(context, **kwargs)
-            else:
-                outputs[node.name] = node.op.fn(**kwargs)
-        except KeyboardInterrupt:
-            storage.set_run_status(
-                run, RunStatus.CANCELED, f'Run canceled during step "{node.name}" (interrupted).'
+    step: str | None = None
+    try:
+        for node in job.nodes:
+            step = node.name
+            started = time.perf_counter()
+            storage.append_event(
+                run,
+                EventType.STEP_START,
+                f'Started execution of step "{node.name}".',
+                step_key=node.name,
             )
-            raise
-        except BaseException as exc:
-            error = ErrorInfo.from_exception(exc, skip_frames=1)
+            notify(StepReport("start", node.name))
+            try:
+                kwargs = {param: outputs[upstream] for param, upstream in node.inputs.items()}
+                if node.op.takes_context:
+                    context = OpExecutionContext(
+                        log=RunLogger(storage, run, node.name, notify),
+                        op_config=(ops_config.get(node.name) or {}).get("config"),
+                        run=run,
+                        op_name=node.name,
+                    )
+                    outputs[node.name] = node.op.fn(context, **kwargs)
+                else:
+                    outputs[node.name] = node.op.fn(**kwargs)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                error = ErrorInfo.from_exception(exc, skip_frames=1)
+                duration = time.perf_counter() - started
+                storage.append_event(
+                    run,
+                    EventType.STEP_FAILURE,
+                    f'Execution of step "{node.name}" failed: {error}',
+                    step_key=node.name,
+                    error=error,
+                )
+                notify(StepReport("failure", node.name, duration, error))
+                failed = storage.set_run_status(
+                    run,
+                    RunStatus.FAILURE,
+                    f'Execution of run for "{job.name}" failed. Step "{node.name}" failed: {error}',
+                    error=error,
+                )
+                return RunResult(failed or storage.get_run(run.run_id), outputs, node.name, error)
             duration = time.perf_counter() - started
             storage.append_event(
                 run,
-                EventType.STEP_FAILURE,
-                f'Execution of step "{node.name}" failed: {error}',
+                EventType.STEP_SUCCESS,
+                f'Finished execution of step "{node.name}" in {_format_duration(duration)}.',
                 step_key=node.name,
-                error=error,
             )
-            if on_step:
-                on_step(StepReport("failure", node.name, duration, error))
-            failed = storage.set_run_status(
-                run,
-                RunStatus.FAILURE,
-                f'Execution of run for "{job.name}" failed. Step "{node.name}" failed: {error}',
-                error=error,
-            )
-            return RunResult(failed or storage.get_run(run.run_id), outputs, node.name, error)
-        duration = time.perf_counter() - started
-        storage.append_event(
-            run,
-            EventType.STEP_SUCCESS,
-            f'Finished execution of step "{node.name}" in {_format_duration(duration)}.',
-            step_key=node.name,
-        )
-        if on_step:
-            on_step(StepReport("success", node.name, duration))
+            notify(StepReport("success", node.name, duration))
+    except KeyboardInterrupt:
+        where = f' during step "{step}"' if step else ""
+        storage.set_run_status(run, RunStatus.CANCELED, f"Run canceled{where} (interrupted).")
+        raise
     done = storage.set_run_status(run, RunStatus.SUCCESS)
     return RunResult(done or storage.get_run(run.run_id), outputs)
 
@@ -239,6 +241,22 @@ class Heartbeat:
         finally:
             if beats is not None:
                 beats.close()
+
+
+def _guarded(on_step: OnStep | None) -> OnStep:
+    """`on_step`, switched off for the rest of the run at its first error."""
+    live = [on_step]
+
+    def notify(report: StepReport) -> None:
+        callback = live[0]
+        if callback is None:
+            return
+        try:
+            callback(report)
+        except Exception:
+            live[0] = None
+
+    return notify
 
 
 def start_run(

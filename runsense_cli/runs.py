@@ -26,6 +26,36 @@ class RunStatus(str, enum.Enum):
 
 DagsterRunStatus = RunStatus
 
+# What people type for a status: `runs list --status failed` means FAILURE.
+STATUS_ALIASES: dict[str, RunStatus] = {
+    "FAILED": RunStatus.FAILURE,
+    "SUCCEEDED": RunStatus.SUCCESS,
+    "SUCCESSFUL": RunStatus.SUCCESS,
+    "CANCELLED": RunStatus.CANCELED,
+    "CANCELLING": RunStatus.CANCELING,
+}
+
+
+def parse_status(text: str) -> RunStatus:
+    """A status as typed on a command line: any case, the aliases above, a did-you-mean else."""
+    import difflib
+
+    from .errors import RunsenseError
+
+    key = text.strip().upper().replace("-", "_")
+    words = {**{status.value: status for status in RunStatus}, **STATUS_ALIASES}
+    if key in words:
+        return words[key]
+    close = difflib.get_close_matches(key, list(words), n=3, cutoff=0.6)
+    guesses = list(dict.fromkeys(words[word].value for word in close))
+    hint = (
+        f"did you mean {' or '.join(guesses)}?"
+        if guesses
+        else f"use one of {', '.join(status.value for status in RunStatus)}"
+    )
+    raise RunsenseError(f"unknown status '{text}'", hint)
+
+
 FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED})
 IN_PROGRESS_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING})
 

@@ -108,6 +108,11 @@ SensorFn = Callable[[RunStatusSensorContext], Any]
 class RunStatusSensorDefinition:
     """A sensor: the user's function plus which runs it watches and what it may launch."""
 
+    # Environment variables the sensor reads when it reacts (a token's EnvVar, say), so that
+    # `runsense sensor start` can warn at once when one is not set. Set it on your own sensor
+    # objects too: `my_sensor.required_env = ("API_KEY",)`.
+    required_env: tuple[str, ...] = ()
+
     def __init__(
         self,
         fn: SensorFn,

@@ -190,6 +190,7 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
             )
         self.channel = channel
         self._token = slack_token
+        self.required_env = (slack_token.name,) if isinstance(slack_token, EnvVar) else ()
         self.text_fn: TextFn = text_fn or default_text
         self.blocks_fn = blocks_fn
         self.webserver_base_url = webserver_base_url.rstrip("/") if webserver_base_url else None

@@ -300,7 +300,7 @@ def test_runs_show_json_adds_events(proj):
     result = rs(proj, "runs", "show", run["run_id"][:6], "--json")
     document = as_json(result)
     assert {k: document[k] for k in RUN_FIELDS} == run
-    assert set(document) == RUN_FIELDS | {"events"}
+    assert set(document) == RUN_FIELDS | {"events", "reactions", "requested_runs"}
     events = document["events"]
     assert all(set(e) >= EVENT_FIELDS for e in events)
     ids = [e["event_id"] for e in events]
@@ -548,8 +548,9 @@ def test_preview_of_waiting_events_stores_nothing(proj, home):
 
 
 def test_preview_on_a_fresh_home_creates_no_database(proj, home):
-    out = ok(rs(proj, "sensor", "preview", "on_failure"))
-    assert "No FAILURE events waiting for on_failure" in out
+    result = rs(proj, "sensor", "preview", "on_failure")
+    assert ok(result) == ""  # stdout holds only previews; the note goes to stderr
+    assert "No FAILURE events waiting for on_failure" in result.stderr
     assert not (home / "runsense.db").exists()
 
 

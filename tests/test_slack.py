@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -382,8 +383,9 @@ def test_preview_prints_the_message_and_sends_nothing(slack, tmp_path):
         app, ["-f", str(project), "sensor", "preview", "slack_on_run_failure", "--run", run_id[:8]]
     )
     assert result.exit_code == 0, result.output
-    assert "would post to Slack (nothing is sent)" in result.stdout
-    assert '"channel": "#alerts"' in result.stdout and "warehouse unreachable" in result.stdout
+    assert "would post this to Slack (nothing is sent)" in result.stderr
+    message = json.loads(result.stdout)  # the message alone on stdout
+    assert message["channel"] == "#alerts" and "warehouse unreachable" in result.stdout
     assert TOKEN not in result.output
     assert slack.requests == []
 

@@ -1,4 +1,7 @@
-"""The root command: global options, `run`, `jobs` and `daemon`; `runs` and `sensor` are groups."""
+"""The root command: `init`, `run`, `jobs` and `daemon`; `runs` and `sensor` are groups.
+
+Global options (-f, -m, --home, -v) come from RunsenseGroup and RunsenseCommand (cli/command.py).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ import typer
 from .. import __version__
 from ..errors import ConfigError, RunsenseError
 from .app_state import state_of
+from .command import RunsenseCommand
 from .errors import RunsenseGroup
-from .state import CliState
 
 # rich_markup_mode=None keeps `--help` on click's plain formatter: it does not import rich,
 # which halves the start-up time of every help screen.
@@ -23,7 +26,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Run Python jobs and react to how their runs end with run status sensors.",
+    help="""Run Python jobs and react to how their runs end with run status sensors.
+
+    \b
+    Examples:
+      runsense init my_project && cd my_project
+      runsense run hello_job && runsense sensor tick
+      runsense runs list --status failed
+    """,
 )
 
 
@@ -35,66 +45,82 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    ctx: typer.Context,
-    file: Annotated[
-        str | None,
-        typer.Option("--file", "-f", metavar="FILE", help="Python file holding the Definitions."),
-    ] = None,
-    module: Annotated[
-        str | None,
-        typer.Option("--module", "-m", metavar="MODULE", help="Module holding the Definitions."),
-    ] = None,
-    home: Annotated[
-        str | None,
-        typer.Option(
-            "--home",
-            metavar="DIR",
-            help="State directory (default: $RUNSENSE_HOME or the user data dir).",
-        ),
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            metavar="URL",
-            help="postgresql://... or sqlite:///... (default: $RUNSENSE_DATABASE_URL, the"
-            " settings' database_url, else runsense.db in the home).",
-        ),
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """Run Python jobs and react to how their runs end with run status sensors."""
-    if file and module:
-        raise typer.BadParameter("give -f/--file or -m/--module, not both")
-    ctx.obj = CliState(
-        file=file,
-        module=module,
-        home_option=home,
-        verbose=verbose,
-        database_url_option=database_url,
+    # The global options (-f, -m, --home, -v) are added by RunsenseGroup and RunsenseCommand,
+    # so they are accepted after the command too.
+
+
+@app.command(cls=RunsenseCommand)
+def init(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="[DIR]", help="Where to write it (default: here).", show_default=False
+        ),
+    ] = Path("."),
+) -> None:
+    """Write a minimal project (defs.py with a job and a sensor, and the setting that finds it)
+    into DIR; it never overwrites a file.
+
+    \b
+    Examples:
+      runsense init
+      runsense init my_project && cd my_project && runsense run hello_job
+    """
+    import shlex
+
+    from ..scaffold import init_project
+    from . import render
+
+    written = init_project(directory)
+    out = render.console()
+    out.print(f"Created {', '.join(str(path) for path in written)}.", markup=False, soft_wrap=True)
+    cd = (
+        ""
+        if directory.resolve() == Path.cwd().resolve()
+        else f"cd {shlex.quote(str(directory))} && "
     )
-    ctx.call_on_close(ctx.obj.close)
+    # soft_wrap: one line however narrow the terminal, so it pastes back into a shell.
+    out.print(
+        f"Try it: {cd}runsense run hello_job && runsense sensor tick && runsense runs list",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
-@app.command()
+@app.command(cls=RunsenseCommand)
 def run(
     ctx: typer.Context,
     job_name: Annotated[str, typer.Argument(metavar="JOB", help="The job to run.")],
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Run config file (.json, .toml, .yaml).")
+        Path | None,
+        typer.Option(
+            "--config", "-c", metavar="FILE", help="Run config file (.json, .toml, .yaml)."
+        ),
     ] = None,
     config_json: Annotated[
-        str | None, typer.Option("--config-json", help="Run config as JSON (merged over --config).")
+        str | None,
+        typer.Option(
+            "--config-json", metavar="JSON", help="Run config as JSON (merged over --config)."
+        ),
     ] = None,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="A run tag, key=value; repeatable.")
+        list[str] | None,
+        typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A run tag; repeatable."),
     ] = None,
 ) -> None:
-    """Run JOB here in the foreground; exit 0 on success, 1 on failure."""
+    """Run JOB here in the foreground; exit 0 on success, 1 on failure, 130 on Ctrl-C.
+
+    \b
+    Examples:
+      runsense run etl_job
+      runsense run etl_job --config run.toml --tag team=data
+    """
     from ..config import validate_run_config
     from ..execution import execute_run, start_run
     from .run_view import RunPrinter
@@ -110,7 +136,12 @@ def run(
     )
     printer = RunPrinter(record, verbose=state.verbose)
     printer.begin()
-    result = execute_run(storage, job, record, on_step=printer.step)
+    try:
+        result = execute_run(storage, job, record, on_step=printer.step)
+    except KeyboardInterrupt:
+        # execute_run has stored the run CANCELED; say so, and exit as shells expect of Ctrl-C.
+        printer.canceled(storage.get_run(record.run_id))
+        raise typer.Exit(130) from None
     printer.end(result)
     raise typer.Exit(0 if result.success else 1)
 
@@ -204,12 +235,18 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
-@app.command()
+@app.command(cls=RunsenseCommand)
 def jobs(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the project's jobs and their ops."""
+    """List the project's jobs and their ops.
+
+    \b
+    Examples:
+      runsense jobs
+      runsense -m my_project.defs jobs --json
+    """
     from . import render
 
     definitions = state_of(ctx).definitions
@@ -232,33 +269,46 @@ def jobs(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            row["name"], " → ".join(row["ops"]), (row["description"] or "").split("\n")[0]
+            row["name"],
+            f" {render.mark('arrow')} ".join(row["ops"]),
+            (row["description"] or "").split("\n")[0],
         )
     render.console().print(table)
 
 
-@app.command()
+@app.command(cls=RunsenseCommand)
 def daemon(
     ctx: typer.Context,
     interval: Annotated[
         float | None,
         typer.Option(
-            help="Longest wait between passes, in seconds (a change wakes it sooner) [default: 0.5].",
+            metavar="SECONDS",
+            help="Longest wait between passes; a change wakes it sooner [default: 0.5].",
             min=0.01,
         ),
     ] = None,
     max_concurrent_runs: Annotated[
         int | None,
-        typer.Option(help="Run workers at most at once on this machine [default: 4].", min=1),
+        typer.Option(
+            metavar="N", help="Run workers at most at once on this machine [default: 4].", min=1
+        ),
     ] = None,
     page_size: Annotated[
         int,
         typer.Option(
-            help="Events per committed page (smaller: slow sensors commit sooner).", min=1
+            metavar="N",
+            help="Events per committed page (smaller: slow sensors commit sooner).",
+            min=1,
         ),
     ] = 1000,
 ) -> None:
-    """Run the sensor daemon in the foreground until Ctrl-C or SIGTERM."""
+    """Run the sensor daemon in the foreground until Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      runsense daemon
+      runsense daemon --interval 0.2 --max-concurrent-runs 8 > daemon.log
+    """
     from ..daemon import serve
     from .daemon_view import make_reporter
 

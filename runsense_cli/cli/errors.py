@@ -10,14 +10,22 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import RunsenseError
+from .command import apply_global_options, global_params
 from .state import CliState
 
 
 class RunsenseGroup(TyperGroup):
-    """Turns RunsenseError (a corrupt database met mid-command included) into a line and a code."""
+    """The root group: takes the global options, and turns RunsenseError (and a corrupt
+    database met mid-command) into a line and an exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params[:0] = global_params()  # first in `runsense --help`, as before
 
     def invoke(self, ctx: Any) -> Any:
         try:
+            state = apply_global_options(ctx)
+            ctx.call_on_close(state.close)
             return super().invoke(ctx)
         except RunsenseError as exc:  # the storage turns every driver error into one of these
             fail(ctx, exc, exc.exit_code)
@@ -26,11 +34,9 @@ class RunsenseGroup(TyperGroup):
 def fail(ctx: Any, exc: BaseException, code: int) -> None:
     state = ctx.find_object(CliState)
     if state is not None and state.verbose:
+        # print_exception already tells the whole chain ("The above exception was the direct
+        # cause..."), so the cause is never printed a second time.
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        cause = exc.__cause__
-        if cause is not None:
-            sys.stderr.write("\nCaused by:\n")
-            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
     sys.stderr.write(f"Error: {exc}\n")
     if state is not None:
         state.close()

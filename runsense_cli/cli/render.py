@@ -32,6 +32,32 @@ STATUS_STYLES = {
 }
 
 
+# Symbols with the plain text that replaces them where the output encoding lacks them
+# (PYTHONIOENCODING=ascii, an old terminal): output degrades, it never crashes a run.
+MARKS = {
+    "start": ("▶", ">"),
+    "ok": ("✔", "ok"),
+    "fail": ("✘", "x"),
+    "arrow": ("→", "->"),
+    "more": ("…", "..."),
+    "dot": ("·", "-"),
+}
+
+
+def can_encode(text: str, stream: Any = None) -> bool:
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def mark(name: str) -> str:
+    fancy, plain = MARKS[name]
+    return fancy if can_encode(fancy) else plain
+
+
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
@@ -139,6 +165,56 @@ def failure_json(reaction: Reaction) -> dict[str, Any]:
         "next_attempt_at": iso(reaction.next_attempt_at),
         "error": reaction.error,
     }
+
+
+def reaction_json(reaction: Reaction) -> dict[str, Any]:
+    """One sensor's reaction to one status event of a run (`runs show --json`)."""
+    return {
+        "sensor": reaction.sensor,
+        "event_id": reaction.event_id,
+        "state": reaction.state.value,
+        "attempts": reaction.attempts,
+        "next_attempt_at": iso(reaction.next_attempt_at),
+        "error": reaction.error,
+        "skip_message": reaction.skip_message,
+        "run_ids": reaction.run_ids,
+        "created_at": iso(reaction.created_at),
+        "finished_at": iso(reaction.finished_at),
+    }
+
+
+def last_line(text: str | None) -> str:
+    """The line of a traceback that says what went wrong: its last one."""
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def reactions_table(reactions: list[Reaction]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold")
+    for column in ("sensor", "event", "outcome", "attempts", "next attempt"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for r in reactions:
+        if r.error:
+            detail = last_line(r.error)
+        elif r.skip_message:
+            detail = r.skip_message
+        elif r.run_ids:
+            detail = "requested " + ", ".join(run_id[:8] for run_id in r.run_ids)
+        else:
+            detail = ""
+        table.add_row(
+            Text(r.sensor),
+            str(r.event_id),
+            styled(r.state.value),
+            str(r.attempts),
+            local_time(r.next_attempt_at) if r.next_attempt_at else "-",
+            Text(detail),
+        )
+    return table
 
 
 def sensor_json(

@@ -12,6 +12,7 @@ class RunPrinter:
         self.run = run
         self.verbose = verbose
         self.out = render.console()
+        self.current_step: str | None = None
 
     def begin(self) -> None:
         self.out.print(
@@ -20,13 +21,18 @@ class RunPrinter:
 
     def step(self, report: StepReport) -> None:
         if report.kind == "start":
-            self.out.print(f"  [cyan]▶[/cyan] {report.step_key}")
+            self.current_step = report.step_key
+            self.out.print(f"  [cyan]{render.mark('start')}[/cyan] {report.step_key}")
         elif report.kind == "success":
             self.out.print(
-                f"  [green]✔[/green] {report.step_key} [dim]{render.duration(report.duration)}[/dim]"
+                f"  [green]{render.mark('ok')}[/green] {report.step_key} "
+                f"[dim]{render.duration(report.duration)}[/dim]"
             )
         elif report.kind == "failure":
-            self.out.print(f"  [red]✘[/red] {report.step_key} failed: {report.error}", markup=True)
+            self.out.print(
+                f"  [red]{render.mark('fail')}[/red] {report.step_key} failed: {report.error}",
+                markup=True,
+            )
             if self.verbose and report.error is not None:
                 self.out.print(report.error.stack, markup=False, highlight=False)
         elif report.kind == "log":
@@ -44,3 +50,10 @@ class RunPrinter:
             )
             if not self.verbose:
                 self.out.print(f"[dim]Full traceback: runsense runs show {run.run_id[:8]}[/dim]")
+
+    def canceled(self, run: RunRecord) -> None:
+        where = f" during op '{self.current_step}'" if self.current_step else ""
+        self.out.print(
+            f"Run {run.run_id[:8]} {render.styled(run.status.value)} after "
+            f"{render.duration(run.duration)}: interrupted{where}. Run id: {run.run_id}"
+        )

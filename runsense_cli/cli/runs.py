@@ -9,55 +9,115 @@ import typer
 from ..errors import RunsenseError
 from . import render
 from .app_state import state_of
+from .command import RunsenseCommand
+from .state import CliState
 
-runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True, rich_markup_mode=None)
+runs_app = typer.Typer(
+    help="""Inspect runs.
+
+    \b
+    Examples:
+      runsense runs list
+      runsense runs show 534d9094
+    """,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=RunsenseCommand)
 def list_runs(
     ctx: typer.Context,
-    job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
+    job: Annotated[
+        str | None, typer.Option("--job", metavar="JOB", help="Only runs of this job.")
+    ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="Only runs with this status.")
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only runs with this status (any case: failed, SUCCESS, queued...).",
+        ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", help="At most this many runs.", min=1)
+        int, typer.Option("--limit", "-n", metavar="N", help="At most this many runs.", min=1)
     ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List runs, newest first."""
-    from ..runs import RunStatus  # here, not at import: keeps `runsense --help` fast
+    """List runs, newest first.
 
-    wanted = None
-    if status is not None:
-        try:
-            wanted = RunStatus(status.upper())
-        except ValueError:
-            known = ", ".join(s.value for s in RunStatus)
-            raise RunsenseError(f"unknown status '{status}'", f"use one of {known}") from None
-    runs = state_of(ctx).reader.list_runs(job, wanted, limit)
+    \b
+    Examples:
+      runsense runs list --status failed
+      runsense runs list --job etl_job --limit 5 --json
+    """
+    from ..runs import parse_status  # here, not at import: keeps `runsense --help` fast
+
+    wanted = parse_status(status) if status is not None else None
+    state = state_of(ctx)
+    runs = state.reader.list_runs(job, wanted, limit)
+    if job is not None and not runs:
+        _check_job(state, job)
     if as_json:
         render.print_json([render.run_json(run) for run in runs])
         return
-    if not runs:
+    if runs:
+        render.console().print(render.runs_table(runs))
+    elif job is None and wanted is None:
         render.console().print("No runs yet. Start one with: runsense run JOB")
-        return
-    render.console().print(render.runs_table(runs))
+    else:
+        which = " ".join(
+            part
+            for part in (
+                f"of {job}" if job else "",
+                f"with status {wanted.value}" if wanted else "",
+            )
+            if part
+        )
+        render.console().print(f"No runs {which}.", markup=False)
 
 
-@runs_app.command("show")
+def _check_job(state: CliState, job: str) -> None:
+    """An unknown --job is an error naming it: checked against the project's jobs, or the
+    jobs seen in the database when no project can be loaded here."""
+    from ..errors import ProjectError, suggest
+
+    try:
+        known = list(state.definitions.jobs)
+        where = "`runsense jobs` lists them"
+    except ProjectError:
+        known = state.reader.job_names()
+        where = "`runsense runs list` shows the jobs that have runs"
+    if job not in known:
+        raise RunsenseError(f"unknown job '{job}'", suggest(job, known) or where)
+
+
+@runs_app.command("show", cls=RunsenseCommand)
 def show_run(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show a run and its event log."""
+    """Show a run, its event log, what sensors did about it and the runs they requested.
+
+    \b
+    Examples:
+      runsense runs show 534d9094
+      runsense runs show 534d --json
+    """
     storage = state_of(ctx).reader
     run = storage.find_run(run_id)
     events = storage.events_for_run(run.run_id)
+    reactions = storage.reactions_to_run(run.run_id)
+    requested = storage.requested_runs(run.run_id)
     if as_json:
         render.print_json(
-            {**render.run_json(run), "events": [render.event_json(e) for e in events]}
+            {
+                **render.run_json(run),
+                "events": [render.event_json(e) for e in events],
+                "reactions": [render.reaction_json(r) for r in reactions],
+                "requested_runs": [render.run_json(r) for r in requested],
+            }
         )
         return
     out = render.console()
@@ -76,6 +136,17 @@ def show_run(
 
         out.print("config: " + json.dumps(run.run_config), markup=False)
     out.print(render.events_table(events))
+    if reactions:
+        out.print("[bold]Sensor reactions[/bold]")
+        out.print(render.reactions_table(reactions))
+    else:
+        out.print(
+            "No sensor has reacted to this run yet "
+            "(`runsense sensor list` shows which sensors run and what they wait for)."
+        )
+    if requested:
+        out.print("[bold]Runs requested by sensors[/bold]")
+        out.print(render.runs_table(requested))
     for event in events:
         if event.error and event.step_key:
             out.print(f"[red]Error in {event.step_key}:[/red]")

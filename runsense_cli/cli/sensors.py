@@ -1,4 +1,5 @@
-"""`runsense sensor ...`: list, start, stop, tick, preview, cursor, ticks, failures, retry."""
+"""`runsense sensor ...`: list, start, stop, tick, preview and cursor (ticks, failures and retry
+are in sensor_history)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ import typer
 from ..errors import RunsenseError
 from . import render
 from .app_state import state_of
+from .command import RunsenseCommand
 
 sensor_app = typer.Typer(
-    help="Inspect and drive run status sensors.", no_args_is_help=True, rich_markup_mode=None
+    help="""Inspect and drive run status sensors.
+
+    \b
+    Examples:
+      runsense sensor list
+      runsense sensor start --all && runsense sensor tick
+    """,
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -31,9 +41,15 @@ def _pick(ctx: typer.Context, names: list[str] | None, all_: bool) -> list[Any]:
     return [definitions.get_sensor(name) for name in names]
 
 
-@sensor_app.command("list")
+@sensor_app.command("list", cls=RunsenseCommand)
 def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List sensors: watched status, running or stopped, monitored jobs, events waiting, last tick."""
+    """List sensors: watched status, running or stopped, monitored jobs, events waiting, last tick.
+
+    \b
+    Examples:
+      runsense sensor list
+      runsense sensor list --json
+    """
     evaluator = state_of(ctx).evaluator
     rows = []
     for sensor in evaluator.definitions.sensors.values():
@@ -71,7 +87,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
     render.console().print(table)
 
 
-@sensor_app.command("start")
+@sensor_app.command("start", cls=RunsenseCommand)
 def start(
     ctx: typer.Context,
     names: Annotated[
@@ -83,14 +99,31 @@ def start(
         typer.Option("--from-now", help="Skip events that arrived while the sensor was stopped."),
     ] = False,
 ) -> None:
-    """Start sensors; a sensor resumes from its cursor unless --from-now."""
+    """Start sensors; a sensor resumes from its cursor unless --from-now.
+
+    \b
+    Examples:
+      runsense sensor start report_status_sensor
+      runsense sensor start --all --from-now
+    """
+    import os
+
     from ..records import SensorStatus
 
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
     storage = evaluator.storage
     out = render.console()
+    err = render.console(stderr=True)
     for sensor in sensors:
+        for variable in sensor.required_env:
+            if not os.environ.get(variable):
+                err.print(
+                    f"warning: ${variable} is not set: {sensor.name}'s reactions will fail "
+                    "(and be retried) until the daemon or `sensor tick` runs with it",
+                    markup=False,
+                    soft_wrap=True,  # one line, however narrow the terminal
+                )
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.RUNNING:
             out.print(f"{sensor.name} is already running.")
@@ -109,7 +142,7 @@ def start(
             )
 
 
-@sensor_app.command("stop")
+@sensor_app.command("stop", cls=RunsenseCommand)
 def stop(
     ctx: typer.Context,
     names: Annotated[
@@ -117,7 +150,13 @@ def stop(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every sensor.")] = False,
 ) -> None:
-    """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped."""
+    """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped.
+
+    \b
+    Examples:
+      runsense sensor stop report_status_sensor
+      runsense sensor stop --all
+    """
     from ..records import SensorStatus
 
     sensors = _pick(ctx, names, all_)
@@ -132,7 +171,7 @@ def stop(
         out.print(f"Stopped {sensor.name} at event {sensor_state.cursor}.")
 
 
-@sensor_app.command("tick")
+@sensor_app.command("tick", cls=RunsenseCommand)
 def tick(
     ctx: typer.Context,
     names: Annotated[
@@ -143,10 +182,17 @@ def tick(
         bool, typer.Option("--no-wait", help="Do not wait for the requested runs.")
     ] = False,
     max_concurrent_runs: Annotated[
-        int | None, typer.Option(help="Run workers at most at once [default: 4].", min=1)
+        int | None,
+        typer.Option(metavar="N", help="Run workers at most at once [default: 4].", min=1),
     ] = None,
 ) -> None:
-    """Tick running sensors once: handle every waiting event, then run what they requested."""
+    """Tick running sensors once: handle every waiting event, then run what they requested.
+
+    \b
+    Examples:
+      runsense sensor tick
+      runsense sensor tick log_failures --no-wait
+    """
     from ..records import SensorStatus
 
     state = state_of(ctx)
@@ -172,14 +218,15 @@ def tick(
         return
     failed = False
     requested: list[str] = []
+    dot = render.mark("dot")
     for sensor in sensors:
         result = evaluator.tick(sensor)
         t = result.tick
         failed |= bool(t.errors)
         requested += t.run_ids
         out.print(
-            f"{sensor.name}: {render.styled(t.status.value)} · {t.events_scanned} event(s), "
-            f"{t.reactions} reaction(s), {len(t.run_ids)} run(s) requested · "
+            f"{sensor.name}: {render.styled(t.status.value)} {dot} {t.events_scanned} event(s), "
+            f"{t.reactions} reaction(s), {len(t.run_ids)} run(s) requested {dot} "
             f"{render.duration(t.duration_s)}"
         )
         for reason in sorted(set(t.skip_reasons)):
@@ -196,7 +243,7 @@ def tick(
                 + (f"; {left} run(s) stay queued for the daemon." if left else ".")
             )
         else:
-            out.print(f"Running {len(requested)} requested run(s)…")
+            out.print(f"Running {len(requested)} requested run(s){render.mark('more')}")
 
             def finished(run: Any) -> None:
                 nonlocal failed
@@ -220,16 +267,28 @@ def _is_running(state: Any, sensor: Any) -> bool:
     return stored.status == SensorStatus.RUNNING
 
 
-@sensor_app.command("preview")
+@sensor_app.command("preview", cls=RunsenseCommand)
 def preview(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor to evaluate.")],
     run_id: Annotated[
-        str | None, typer.Option("--run", help="Evaluate against this past run.")
+        str | None,
+        typer.Option("--run", metavar="RUN_ID", help="Evaluate against this past run."),
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many waiting events.", min=1)] = 20,
+    limit: Annotated[
+        int, typer.Option(metavar="N", help="At most this many waiting events.", min=1)
+    ] = 20,
 ) -> None:
-    """Evaluate a sensor without storing anything (its function really runs)."""
+    """Evaluate a sensor without storing anything (its function really runs).
+
+    Only the preview goes to stdout (a Slack message as JSON: one object for --run, a list
+    for waiting events); notes and warnings go to stderr.
+
+    \b
+    Examples:
+      runsense sensor preview log_failures
+      runsense sensor preview slack_on_run_failure --run 534d9094 | python3 -m json.tool
+    """
     from ..evaluation import SensorEvaluator
     from ..records import ReactionState
     from .state import show_sensor_logs
@@ -257,25 +316,33 @@ def preview(
             sensor.event_types, cursor, sensor.scope(evaluator.location), limit
         )
         pairs = list(page)
-        if not pairs:
-            render.console().print(
-                f"No {sensor.run_status.value} events waiting for {sensor.name}; use --run RUN_ID to try a past run."
-            )
-            return
     build_message = getattr(sensor, "build_message", None)
+    if not pairs:
+        err.print(
+            f"No {sensor.run_status.value} events waiting for {sensor.name}; use --run RUN_ID to try a past run."
+        )
+        if build_message is not None:
+            typer.echo("[]")  # still one JSON document on stdout
+        return
     out = render.console()
     if build_message is None:
         err.print(
             "[yellow]warning:[/yellow] preview calls the sensor's function for real; its side effects happen, nothing is stored."
         )
     sensor_id = sensor_state.sensor_id if sensor_state else None
+    if build_message is not None:
+        messages = []
+        for event, run in pairs:
+            err.print(
+                f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}): "
+                "would post this to Slack (nothing is sent):"
+            )
+            messages.append(build_message(sensor.build_context(run, event, storage)))
+        # Plain JSON, not rich (wrapping would break it), alone on stdout so it pipes.
+        typer.echo(json.dumps(messages[0] if run_id is not None else messages, indent=2))
+        return
     for event, run in pairs:
         header = f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}):"
-        if build_message is not None:
-            message = build_message(sensor.build_context(run, event, storage))
-            out.print(f"{header} would post to Slack (nothing is sent):")
-            typer.echo(json.dumps(message, indent=2))  # not rich: wrapping would break the JSON
-            continue
         outcome = evaluator.react(sensor, sensor_id, event or _placeholder_event(run, sensor), run)
         if outcome.error:
             out.print(f"{header} [red]would fail[/red]: {outcome.error}")
@@ -297,18 +364,25 @@ def _placeholder_event(run: Any, sensor: Any) -> Any:
     return RunEvent(0, run.run_id, sensor.event_type, run.end_time or run.created_at, "")
 
 
-@sensor_app.command("cursor")
+@sensor_app.command("cursor", cls=RunsenseCommand)
 def cursor(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
     set_to: Annotated[
-        int | None, typer.Option("--set", help="Move the cursor to this event id.", min=0)
+        int | None,
+        typer.Option("--set", metavar="EVENT_ID", help="Move the cursor to this event id.", min=0),
     ] = None,
     from_now: Annotated[
         bool, typer.Option("--from-now", help="Move the cursor to the newest event.")
     ] = False,
 ) -> None:
-    """Show or move a sensor's cursor (the last status event it consumed)."""
+    """Show or move a sensor's cursor (the last status event it consumed).
+
+    \b
+    Examples:
+      runsense sensor cursor log_failures
+      runsense sensor cursor log_failures --from-now
+    """
     state = state_of(ctx)
     sensor = state.definitions.get_sensor(name)
     if set_to is not None and from_now:
@@ -332,117 +406,8 @@ def cursor(
     )
 
 
-@sensor_app.command("ticks")
-def ticks(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
-    as_json: JsonOption = False,
-) -> None:
-    """Show a sensor's recent ticks."""
-    sensor = state_of(ctx).definitions.get_sensor(name)
-    evaluator = state_of(ctx).evaluator
-    sensor_state = evaluator.state(sensor)
-    found = evaluator.storage.list_ticks(sensor_state.sensor_id, limit)
-    if as_json:
-        render.print_json([render.tick_json(t) for t in found])
-        return
-    from rich.table import Table
-
-    table = Table(header_style="bold")
-    for column in (
-        "tick",
-        "started",
-        "status",
-        "events",
-        "reactions",
-        "runs",
-        "cursor",
-        "took",
-        "notes",
-    ):
-        table.add_column(column, overflow="fold")
-    for t in found:
-        notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
-        table.add_row(
-            str(t.tick_id),
-            render.local_time(t.started_at),
-            render.styled(t.status.value),
-            str(t.events_scanned),
-            str(t.reactions),
-            str(len(t.run_ids)),
-            f"{t.cursor_before}→{t.cursor_after}",
-            render.duration(t.duration_s),
-            notes,
-        )
-    render.console().print(table)
+def _register_history() -> None:
+    from . import sensor_history  # noqa: F401 - registers ticks, failures and retry on sensor_app
 
 
-@sensor_app.command("failures")
-def failures(
-    ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(metavar="[NAME]")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """List failed reactions: RETRYING ones wait for their next attempt, DEAD ones are parked."""
-    definitions = state_of(ctx).definitions
-    sensors = [definitions.get_sensor(name)] if name else list(definitions.sensors.values())
-    evaluator = state_of(ctx).evaluator
-    found = evaluator.storage.failed_reactions([evaluator.state(s).sensor_id for s in sensors])
-    if as_json:
-        render.print_json([render.failure_json(r) for r in found])
-        return
-    if not found:
-        render.console().print("No failed reactions.")
-        return
-    from rich.table import Table
-
-    table = Table(header_style="bold")
-    for column in ("sensor", "event", "run", "attempts", "state", "next attempt", "error"):
-        table.add_column(column, overflow="fold")
-    for r in found:
-        table.add_row(
-            r.sensor,
-            str(r.event_id),
-            r.run_id[:8],
-            str(r.attempts),
-            render.styled(r.state.value),
-            render.local_time(r.next_attempt_at) if r.next_attempt_at else "-",
-            (r.error or "").strip().splitlines()[-1] if r.error else "",
-        )
-    render.console().print(table)
-    render.console().print("Retry parked ones with: runsense sensor retry NAME --all")
-
-
-@sensor_app.command("retry")
-def retry(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    all_: Annotated[
-        bool, typer.Option("--all", help="Every parked reaction of the sensor.")
-    ] = False,
-    event: Annotated[
-        int | None, typer.Option("--event", help="Only the reaction to this event id.")
-    ] = None,
-) -> None:
-    """Queue parked (DEAD) reactions again, with a fresh retry budget."""
-    if all_ == (event is not None):
-        raise RunsenseError(
-            "give --all or --event ID", "`runsense sensor failures` lists parked reactions"
-        )
-    state = state_of(ctx)
-    sensor = state.definitions.get_sensor(name)
-    # Not state.evaluator: a sensor never registered has nothing parked, and bad input writes nothing.
-    stored = state.reader.sensor_state(state.definitions.location, sensor.name)
-    count = state.storage.requeue_reactions(stored.sensor_id, event) if stored else 0
-    if event is not None and count == 0:
-        raise RunsenseError(
-            f"sensor '{name}' has no parked reaction for event {event}",
-            "`runsense sensor failures` lists them",
-        )
-    if count == 0:
-        render.console().print(f"{name} has no parked reactions; nothing to retry.")
-        return
-    render.console().print(
-        f"Queued {count} reaction(s) of {name} for retry; the daemon or `runsense sensor tick {name}` runs them."
-    )
+_register_history()

@@ -38,6 +38,30 @@ class CliState:
     _evaluator: SensorEvaluator | None = field(default=None, repr=False)
     _registered: bool = field(default=False, repr=False)
 
+    def apply(
+        self,
+        *,
+        file: str | None = None,
+        module: str | None = None,
+        home: str | None = None,
+        verbose: bool | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        """Take global options given at one level (before or after the command); later wins."""
+        from ..errors import RunsenseError
+
+        if file is not None:
+            self.file = file
+        if module is not None:
+            self.module = module
+        if home is not None:
+            self.home_option = home
+        if database_url is not None:
+            self.database_url_option = database_url
+        self.verbose = self.verbose or bool(verbose)
+        if self.file and self.module:
+            raise RunsenseError("give -f/--file or -m/--module, not both")
+
     @property
     def home(self) -> Path:
         return resolve_home(self.home_option)

@@ -232,6 +232,14 @@ class Storage(abc.ABC):
         """Oldest first: the order queued runs start in."""
 
     @abc.abstractmethod
+    def job_names(self) -> list[str]:
+        """Every job that has runs here, sorted."""
+
+    @abc.abstractmethod
+    def requested_runs(self, run_id: str) -> list[RunRecord]:
+        """Runs that sensors requested from this run (its children), oldest first."""
+
+    @abc.abstractmethod
     def run_origin(self, run_id: str) -> dict[str, Any] | None:
         """How to import the run's project (stored when it was created)."""
 
@@ -352,8 +360,17 @@ class Storage(abc.ABC):
     def reactions_for(self, sensor_id: int) -> list[Reaction]: ...
 
     @abc.abstractmethod
+    def reactions_to_run(self, run_id: str) -> list[Reaction]:
+        """What every sensor did about this run's status events, in event order."""
+
+    @abc.abstractmethod
     def requeue_reactions(self, sensor_id: int, event_id: int | None = None) -> int:
         """Make parked reactions due now with a fresh retry budget; returns how many."""
+
+    @abc.abstractmethod
+    def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
+        """Make failed reactions due now, skipping their back-off: parked ones get a fresh retry
+        budget, retrying ones keep their attempt count. Returns (parked, retrying)."""
 
     # -- daemons -----------------------------------------------------------------------------
 

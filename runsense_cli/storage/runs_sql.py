@@ -334,6 +334,17 @@ class RunsSql(SqlBase):
             sql += f" LIMIT {int(limit)}"
         return [run_from_row(row) for row in self._all(sql, values)]
 
+    def job_names(self) -> list[str]:
+        return [row[0] for row in self._all("SELECT DISTINCT job_name FROM runs ORDER BY 1")]
+
+    def requested_runs(self, run_id: str) -> list[RunRecord]:
+        rows = self._all(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ?"
+            f" ORDER BY created_at, {self.run_order}",
+            (run_id,),
+        )
+        return [run_from_row(row) for row in rows]
+
     def run_origin(self, run_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT origin FROM runs WHERE run_id = ?", (run_id,))
         return json.loads(row[0]) if row and row[0] else None

@@ -144,6 +144,9 @@ ALTER TABLE sensors ADD COLUMN status_source TEXT;
 ALTER TABLE ticks ADD COLUMN logs TEXT NOT NULL DEFAULT '[]';
 -- The order runs were created in, for PostgreSQL (SQLite has its rowid).
 ALTER TABLE runs ADD COLUMN seq {seq};
+-- "did my alert go out for this run?" and "what did sensors request from it?" (runs show).
+CREATE INDEX reactions_by_run ON reactions (run_id);
+CREATE INDEX runs_by_parent ON runs (parent_run_id);
 CREATE TABLE daemons (
     identity TEXT PRIMARY KEY,
     node TEXT NOT NULL,

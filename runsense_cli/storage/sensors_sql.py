@@ -383,6 +383,36 @@ class SensorsSql(SqlBase):
         )
         return [reaction_from_row(row) for row in rows]
 
+    def reactions_to_run(self, run_id: str) -> list[Reaction]:
+        rows = self._all(
+            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+            " WHERE r.run_id = ? ORDER BY r.event_id, s.name",
+            (run_id,),
+        )
+        return [reaction_from_row(row) for row in rows]
+
+    def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
+        now = time.time()
+        only_event = " AND event_id = ?" if event_id is not None else ""
+        extra = [event_id] if event_id is not None else []
+
+        def body() -> tuple[int, int]:
+            # RETRYING first, so the parked ones requeued below are not counted twice.
+            retrying = self._execute(
+                "UPDATE reactions SET next_attempt_at = CASE WHEN next_attempt_at IS NULL OR"
+                " next_attempt_at > ? THEN ? ELSE next_attempt_at END"
+                " WHERE sensor_id = ? AND state = ?" + only_event,
+                [now, now, sensor_id, ReactionState.RETRYING.value, *extra],
+            ).rowcount
+            parked = self._execute(
+                "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?,"
+                " finished_at = NULL WHERE sensor_id = ? AND state = ?" + only_event,
+                [ReactionState.RETRYING.value, now, sensor_id, ReactionState.DEAD.value, *extra],
+            ).rowcount
+            return parked, retrying
+
+        return self._write(body, wake=True)
+
     def requeue_reactions(self, sensor_id: int, event_id: int | None = None) -> int:
         sql = (
             "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?, finished_at = NULL"
