@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import validate_run_config
+from .errors import RunsenseError
 from .home import database_path
-from .runs import ErrorInfo, EventType, RunRecord, RunStatus
+from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class RunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     failed_step: str | None = None
     error: ErrorInfo | None = None
+    storage: Storage | None = field(default=None, repr=False, compare=False)
 
     @property
     def success(self) -> bool:
@@ -111,8 +113,35 @@ class RunResult:
     def run_id(self) -> str:
         return self.run.run_id
 
+    @property
+    def dagster_run(self) -> RunRecord:
+        return self.run
+
     def output_for_node(self, name: str) -> Any:
         return self.outputs[name]
+
+    def get_run_success_event(self) -> RunEvent:
+        """The run's RUN_SUCCESS event, for `build_run_status_sensor_context` in a unit test."""
+        return self._status_event(EventType.RUN_SUCCESS)
+
+    def get_run_failure_event(self) -> RunEvent:
+        """The run's RUN_FAILURE event, for `build_run_status_sensor_context` in a unit test."""
+        return self._status_event(EventType.RUN_FAILURE)
+
+    # Dagster's earlier names, still in its docs' testing snippets.
+    get_job_success_event = get_run_success_event
+    get_job_failure_event = get_run_failure_event
+
+    def _status_event(self, event_type: EventType) -> RunEvent:
+        # Raises, as Dagster does: a test that asks a failed run for its success event has a bug,
+        # and a None would only surface later as a context without an event.
+        event = self.storage.status_event_for_run(self.run_id, event_type) if self.storage else None
+        if event is None:
+            raise RunsenseError(
+                f"run {self.run_id} has no {event_type.value} event: it ended "
+                f"{self.run.status.value}"
+            )
+        return event
 
 
 ExecuteInProcessResult = RunResult
@@ -173,7 +202,7 @@ def execute_run(
                 f'Execution of run for "{job.name}" failed. Step "{node.name}" failed: {error}',
                 error=error,
             )
-            return RunResult(run, outputs, node.name, error)
+            return RunResult(run, outputs, node.name, error, storage)
         duration = time.perf_counter() - started
         storage.append_event(
             run,
@@ -184,7 +213,7 @@ def execute_run(
         if on_step:
             on_step(StepReport("success", node.name, duration))
     run = storage.set_run_status(run, RunStatus.SUCCESS)
-    return RunResult(run, outputs)
+    return RunResult(run, outputs, storage=storage)
 
 
 def start_run(
