@@ -201,9 +201,18 @@ def ticks_table(ticks: list[Tick]) -> Any:
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for column in ("tick", "started", "status", "events", "reactions", "runs", "cursor", "took"):
+    for column in (
+        "tick",
+        "started",
+        "status",
+        "events",
+        "reactions",
+        "runs",
+        "cursor",
+        "took",
+        "notes",
+    ):
         table.add_column(column, overflow="fold")
-    table.add_column("notes", overflow="fold")
     for t in ticks:
         notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
         table.add_row(
