@@ -22,6 +22,7 @@ _EXPORTS = {
     "DagsterRunStatus": "runs",
     "RunRecord": "runs",
     "RunStatus": "runs",
+    "CodeLocationSelector": "sensors",
     "DefaultSensorStatus": "sensors",
     "PermanentReactionError": "sensors",
     "RunFailureSensorContext": "sensors",
@@ -37,6 +38,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CodeLocationSelector",
     "DagsterRunStatus",
     "DefaultSensorStatus",
     "Definitions",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from .errors import RunsenseError
     from .runs import DagsterRunStatus, RunRecord, RunStatus
     from .sensors import (
+        CodeLocationSelector,
         DefaultSensorStatus,
         PermanentReactionError,
         RunFailureSensorContext,

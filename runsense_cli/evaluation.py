@@ -18,7 +18,7 @@ from .definitions import Definitions, JobDefinition
 from .errors import LeaseLostError, RunsenseError, SensorBusyError, describe
 from .identity import current
 from .instance import RunsenseInstance
-from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickStatus
+from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickLog, TickStatus
 from .runs import ErrorInfo, RunEvent, RunRecord
 from .sensors import (
     PermanentReactionError,
@@ -208,6 +208,7 @@ class SensorEvaluator:
         result = TickResult(sensor.name, tick)
         scope = sensor.scope(self.location)
         sensor_id = lease.sensor_id
+        keep_log = TickLog(tick.logs).keep
 
         def commit(
             pairs: list[tuple[RunEvent, RunRecord, int]],
@@ -223,7 +224,7 @@ class SensorEvaluator:
                         cursor = pairs[index - 1][0].event_id
                     break
                 lease.check()
-                outcome = self.react(sensor, sensor_id, event, run, attempt, keys_in_page)
+                outcome = self.react(sensor, sensor_id, event, run, attempt, keys_in_page, keep_log)
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
                 new_runs += outcome.new_runs
@@ -311,20 +312,18 @@ class SensorEvaluator:
         run: RunRecord,
         attempt: int = 1,
         keys_in_page: dict[str, str] | None = None,
+        keep_log: Callable[[str], None] | None = None,
     ) -> Outcome:
-        """Call the sensor's function for one run and say what it amounts to; stores nothing."""
-        context = sensor.build_context(run, event, self.instance)
+        """Call the sensor's function for one run and say what it amounts to; stores nothing
+        (`keep_log` receives what the function logs)."""
+        context = sensor.build_context(run, event, self.instance, keep_log)
         try:
             raw = sensor.evaluate_run(context)
         except PermanentReactionError as exc:
             return Outcome(ReactionState.DEAD, error=describe(exc), permanent=True)
         except Exception as exc:
-            return Outcome(
-                ReactionState.RETRYING,
-                error=ErrorInfo.from_exception(
-                    exc, skip_frames=2
-                ).stack.rstrip(),  # from the user's code on
-            )
+            error = ErrorInfo.from_exception(exc, skip_frames=2)  # from the user's code on
+            return Outcome(ReactionState.RETRYING, error=error.stack.rstrip())
         try:
             return self._plan(
                 sensor, sensor_id, run, raw, keys_in_page if keys_in_page is not None else {}

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import validate_run_config
+from .errors import RunsenseError
 from .home import database_path
 from .identity import current
-from .runs import ErrorInfo, EventType, RunRecord, RunStatus
+from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import Storage, database_url, open_storage
 
 HEARTBEAT_EVERY_S = 10.0
@@ -106,6 +107,7 @@ class RunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     failed_step: str | None = None
     error: ErrorInfo | None = None
+    storage: Storage | None = field(default=None, repr=False, compare=False)
 
     @property
     def success(self) -> bool:
@@ -115,8 +117,35 @@ class RunResult:
     def run_id(self) -> str:
         return self.run.run_id
 
+    @property
+    def dagster_run(self) -> RunRecord:
+        return self.run
+
     def output_for_node(self, name: str) -> Any:
         return self.outputs[name]
+
+    def get_run_success_event(self) -> RunEvent:
+        """The run's RUN_SUCCESS event, for `build_run_status_sensor_context` in a unit test."""
+        return self._status_event(EventType.RUN_SUCCESS)
+
+    def get_run_failure_event(self) -> RunEvent:
+        """The run's RUN_FAILURE event, for `build_run_status_sensor_context` in a unit test."""
+        return self._status_event(EventType.RUN_FAILURE)
+
+    # Dagster's earlier names, still in its docs' testing snippets.
+    get_job_success_event = get_run_success_event
+    get_job_failure_event = get_run_failure_event
+
+    def _status_event(self, event_type: EventType) -> RunEvent:
+        # Raises, as Dagster does: a test that asks a failed run for its success event has a bug,
+        # and a None would only surface later as a context without an event.
+        event = self.storage.status_event_for_run(self.run_id, event_type) if self.storage else None
+        if event is None:
+            raise RunsenseError(
+                f"run {self.run_id} has no {event_type.value} event: it ended "
+                f"{self.run.status.value}"
+            )
+        return event
 
 
 ExecuteInProcessResult = RunResult
@@ -134,7 +163,7 @@ def execute_run(
     """
     started_run = storage.set_run_status(run, RunStatus.STARTED)
     if started_run is None:
-        return RunResult(storage.get_run(run.run_id))
+        return RunResult(storage.get_run(run.run_id), storage=storage)
     with Heartbeat(storage, started_run.run_id):
         return _execute_nodes(storage, job, started_run, _guarded(on_step))
 
@@ -187,7 +216,8 @@ def _execute_nodes(
                     f'Execution of run for "{job.name}" failed. Step "{node.name}" failed: {error}',
                     error=error,
                 )
-                return RunResult(failed or storage.get_run(run.run_id), outputs, node.name, error)
+                final = failed or storage.get_run(run.run_id)
+                return RunResult(final, outputs, node.name, error, storage)
             duration = time.perf_counter() - started
             storage.append_event(
                 run,
@@ -201,7 +231,7 @@ def _execute_nodes(
         storage.set_run_status(run, RunStatus.CANCELED, f"Run canceled{where} (interrupted).")
         raise
     done = storage.set_run_status(run, RunStatus.SUCCESS)
-    return RunResult(done or storage.get_run(run.run_id), outputs)
+    return RunResult(done or storage.get_run(run.run_id), outputs, storage=storage)
 
 
 class Heartbeat:

@@ -1,4 +1,5 @@
-"""Stored shapes of sensor state: the sensor row, its ticks and its reactions."""
+"""Stored shapes of sensor state: the sensor row, its ticks (and the bound on the log lines a tick
+keeps) and its reactions."""
 
 from __future__ import annotations
 
@@ -63,7 +64,29 @@ class Tick:
     errors: list[str] = field(default_factory=list)
     cursor_before: int = 0
     cursor_after: int = 0
-    logs: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)  # what the function logged (`context.log`)
+
+
+MAX_TICK_LOG_LINES = 50  # what a sensor function logs is kept with its tick, bounded: a chatty
+MAX_LOG_LINE_CHARS = 500  # function must not turn one tick row into megabytes
+
+
+class TickLog:
+    """Collects the lines a tick's sensor function logs into `tick.logs`, at most
+    MAX_TICK_LOG_LINES, the last of them saying how many more were left out."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.left_out = 0
+
+    def keep(self, line: str) -> None:
+        if len(line) > MAX_LOG_LINE_CHARS:
+            line = line[: MAX_LOG_LINE_CHARS - 1] + "…"
+        if len(self.lines) < MAX_TICK_LOG_LINES:
+            self.lines.append(line)
+            return
+        self.left_out += 2 if self.left_out == 0 else 1  # the first time, the last line gives way
+        self.lines[-1] = f"… {self.left_out} more log line(s) not kept"
 
 
 @dataclass

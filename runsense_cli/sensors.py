@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .definitions import JobDefinition
@@ -28,9 +29,16 @@ class RunRequest:
     """Ask for a run of the sensor's `request_job` (or `job_name` among its `request_jobs`)."""
 
     run_key: str | None = None
-    run_config: dict[str, Any] | None = None
-    tags: dict[str, Any] | None = None
+    run_config: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
     job_name: str | None = None
+
+    def __post_init__(self) -> None:
+        # As in Dagster, an explicit None reads back as {}: tests compare `run_config == {}`.
+        if self.run_config is None:
+            self.run_config = {}
+        if self.tags is None:
+            self.tags = {}
 
 
 @dataclass
@@ -38,6 +46,13 @@ class SkipReason:
     """Say why the sensor did nothing for this run; recorded on the reaction and the tick."""
 
     skip_message: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeLocationSelector:
+    """Every job of a code location, for `monitored_jobs` (Dagster's name; same as "location:*")."""
+
+    location_name: str
 
 
 class PermanentReactionError(Exception):
@@ -54,6 +69,38 @@ class StepFailureEvent:
     event_id: int = 0
 
 
+class SensorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """`context.log`: the sensor's logger (its lines still reach stderr), that also hands each line
+    to `keep`, prefixed with the run it is about, so a tick can store what its function said."""
+
+    def __init__(
+        self, logger: logging.Logger, run_id: str = "", keep: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(logger, {})
+        self._prefix = f"run {run_id[:8]}: " if run_id else ""
+        self._keep = keep
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        enabled = self.logger.isEnabledFor(level)
+        # INFO and up are kept even when stderr shows less: the tick is where one looks later.
+        if self._keep is not None and (enabled or level >= logging.INFO):
+            self._keep(f"{logging.getLevelName(level)} {self._prefix}{_log_message(msg, args)}")
+        if enabled:
+            # One frame up: the record names the user's line, as a plain Logger's would.
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            self.logger.log(level, msg, *args, **kwargs)
+
+
+def _log_message(msg: object, args: tuple[Any, ...]) -> str:
+    """The text `logging` would print for `msg % args`, never an exception (user code logs it)."""
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]  # type: ignore[assignment]  # logging's `log("%(x)s", {"x": 1})` form
+    try:
+        return str(msg) % args if args else str(msg)
+    except (TypeError, ValueError, KeyError):
+        return f"{msg} {args!r}"
+
+
 class RunStatusSensorContext:
     """What a run status sensor's function receives for one run that reached its status."""
 
@@ -63,13 +110,35 @@ class RunStatusSensorContext:
         dagster_run: RunRecord,
         dagster_event: RunEvent | None,
         instance: RunsenseInstance | Storage | None = None,
-        log: logging.Logger | None = None,
+        logger: logging.Logger | None = None,
+        keep_log: Callable[[str], None] | None = None,
     ) -> None:
         self.sensor_name = sensor_name
         self.dagster_run = dagster_run
         self.dagster_event = dagster_event
         self.instance = as_instance(instance)
-        self.log = log or logging.getLogger(f"runsense.sensor.{sensor_name}")
+        self._logger = logger  # where `log` lines go: the sensor's own logger by default
+        self._keep_log = keep_log
+        self._log: SensorLog | None = None
+
+    @property
+    def log(self) -> SensorLog:
+        """Made on first use: most functions never log, and a reaction should not pay for it."""
+        if self._log is None:
+            logger = self._logger or logging.getLogger(f"runsense.sensor.{self.sensor_name}")
+            self._log = SensorLog(logger, self.dagster_run.run_id, self._keep_log)
+        return self._log
+
+    def for_run_failure(self) -> RunFailureSensorContext:
+        """This context as a failure sensor's, for the same run and event (Dagster's method)."""
+        return RunFailureSensorContext(
+            self.sensor_name,
+            self.dagster_run,
+            self.dagster_event,
+            self.instance,
+            self._logger,
+            self._keep_log,
+        )
 
     @property
     def run(self) -> RunRecord:
@@ -102,7 +171,7 @@ class RunFailureSensorContext(RunStatusSensorContext):
         ]
 
 
-SensorFn = Callable[[RunStatusSensorContext], Any]
+SensorFn = Callable[..., Any]
 
 
 class RunStatusSensorDefinition:
@@ -130,6 +199,8 @@ class RunStatusSensorDefinition:
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
+        self._context_param, self._context_by_keyword = _context_parameter(fn, self.name)
+        self._logger = logging.getLogger(f"runsense.sensor.{self.name}")  # once, not per reaction
         try:
             self.run_status = RunStatus(run_status)
         except ValueError:
@@ -158,10 +229,10 @@ class RunStatusSensorDefinition:
             if not isinstance(target, JobDefinition):
                 raise DefinitionError(f"sensor '{self.name}': request_job {target!r} is not a @job")
         for monitored in monitored_jobs or []:
-            if not isinstance(monitored, (JobDefinition, str)):
+            if not isinstance(monitored, (JobDefinition, str, CodeLocationSelector)):
                 raise DefinitionError(
                     f"sensor '{self.name}': monitored_jobs holds {monitored!r}",
-                    'use job objects, "job_name" or "location:job_name"',
+                    'use job objects, "job_name", "location:job_name" or "location:*"',
                 )
         if max_retries < 0 or retry_delay_seconds < 0:
             raise DefinitionError(
@@ -169,7 +240,9 @@ class RunStatusSensorDefinition:
             )
         self.minimum_interval_seconds = minimum_interval_seconds
         self.description = description or (fn.__doc__ or "").strip() or None
-        self.monitored_jobs = list(monitored_jobs or [])
+        self.monitored_jobs: list[JobDefinition | str | CodeLocationSelector] = list(
+            monitored_jobs or []
+        )
         self.monitor_all_code_locations = monitor_all_code_locations
         self.default_status = DefaultSensorStatus(default_status)
         self.max_retries = int(max_retries)
@@ -193,44 +266,108 @@ class RunStatusSensorDefinition:
             return SensorScope(location, all_locations=True)
         if not self.monitored_jobs:
             return SensorScope(location)
-        pairs = set()
+        pairs: set[tuple[str, str]] = set()
+        locations: set[str] = set()  # whole locations: "location:*" or CodeLocationSelector
         for monitored in self.monitored_jobs:
             if isinstance(monitored, JobDefinition):
                 pairs.add((monitored.location, monitored.name))
+            elif isinstance(monitored, CodeLocationSelector):
+                locations.add(monitored.location_name)
             elif ":" in monitored:
                 other_location, job_name = monitored.split(":", 1)
-                pairs.add((other_location, job_name))
+                if job_name == "*":
+                    locations.add(other_location)
+                else:
+                    pairs.add((other_location, job_name))
             else:
                 pairs.add((location, monitored))
-        return SensorScope(location, jobs=frozenset(pairs))
+        if not locations:
+            return SensorScope(location, jobs=frozenset(pairs))
+        # `locations` is the storage's to add (see SensorScope): runs of these locations match too.
+        return SensorScope(location, jobs=frozenset(pairs), locations=frozenset(locations))  # type: ignore[call-arg]
 
     def monitored_names(self) -> list[str]:
         if self.monitor_all_code_locations:
             return ["all locations"]
         if not self.monitored_jobs:
             return ["all jobs of this location"]
-        return [m.name if isinstance(m, JobDefinition) else m for m in self.monitored_jobs]
+        return [_monitored_name(m) for m in self.monitored_jobs]
 
     def build_context(
-        self, run: RunRecord, event: RunEvent | None, instance: Storage | None
+        self,
+        run: RunRecord,
+        event: RunEvent | None,
+        instance: RunsenseInstance | Storage | None,
+        keep_log: Callable[[str], None] | None = None,
     ) -> RunStatusSensorContext:
+        """The context for one run; `keep_log` receives each line its function logs."""
         context_type = RunFailureSensorContext if self.is_failure_sensor else RunStatusSensorContext
-        return context_type(self.name, run, event, instance)
+        return context_type(self.name, run, event, instance, self._logger, keep_log)
 
-    def evaluate_run(self, context: RunStatusSensorContext) -> Any:
+    def evaluate_run(self, context: RunStatusSensorContext | None) -> Any:
         """Call the function; a generator is drained here so its errors count as the function's."""
-        result = self.fn(context)
+        # Called directly, without a helper: a traceback then goes from here into user code.
+        if self._context_param is None:
+            result = self.fn()
+        elif self._context_by_keyword:
+            result = self.fn(**{self._context_param: context})
+        else:
+            result = self.fn(context)
         if not isinstance(result, (RunRequest, SkipReason, dict, str)) and isinstance(
             result, Iterable
         ):
             return list(result)
         return result
 
-    def __call__(self, context: RunStatusSensorContext) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function as a unit test does, by Dagster's rules: `my_sensor(context)` or
+        `my_sensor(context=...)`; `my_sensor()` when the function takes no context, which then
+        ignores one given. A failure sensor given a plain context gets `for_run_failure()`."""
+        if len(args) + len(kwargs) > 1:
+            raise TypeError(f"sensor '{self.name}' takes one argument, its context")
+        name = self._context_param or "context"
+        if kwargs and name not in kwargs:
+            raise TypeError(f"sensor '{self.name}' expected argument '{name}'")
+        if not args and not kwargs and self._context_param is not None:
+            raise TypeError(
+                f"sensor '{self.name}' needs a context: pass build_run_status_sensor_context(...)"
+            )
+        context = args[0] if args else kwargs.get(name)
+        if self.is_failure_sensor and type(context) is RunStatusSensorContext:
+            context = context.for_run_failure()
         return self.evaluate_run(context)
 
     def __repr__(self) -> str:
         return f"<run_status_sensor {self.name} on {self.run_status.value}>"
+
+
+def _context_parameter(fn: Callable[..., Any], sensor_name: str) -> tuple[str | None, bool]:
+    """The parameter that receives the context (Dagster's rule: the first one, any name, or none)
+    and whether it must be passed by keyword; read once, so each reaction just calls."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: assume it takes the context
+        return "context", False
+    for extra in params[1:]:
+        if extra.default is inspect.Parameter.empty and extra.kind not in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        ):
+            raise DefinitionError(
+                f"sensor '{sensor_name}': parameter '{extra.name}' would get no value",
+                "a sensor function takes its context only (Dagster resources are not supported)",
+            )
+    if not params or params[0].kind == inspect.Parameter.VAR_KEYWORD:
+        return None, False
+    return params[0].name, params[0].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+def _monitored_name(monitored: JobDefinition | str | CodeLocationSelector) -> str:
+    if isinstance(monitored, JobDefinition):
+        return monitored.name
+    if isinstance(monitored, CodeLocationSelector):
+        return f"{monitored.location_name}:*"
+    return monitored
 
 
 def run_status_sensor(
@@ -302,9 +439,18 @@ def build_run_status_sensor_context(
     sensor_name: str,
     dagster_run: RunRecord,
     dagster_event: RunEvent | None = None,
-    instance: Storage | None = None,
+    instance: RunsenseInstance | Storage | None = None,
+    *,
+    dagster_instance: RunsenseInstance | Storage | None = None,
 ) -> RunStatusSensorContext:
-    """A context for unit-testing a sensor function: `my_sensor(build_run_status_sensor_context(...))`."""
+    """A context for unit-testing a sensor function: `my_sensor(build_run_status_sensor_context(...))`.
+
+    `dagster_instance` is Dagster's name for `instance`. A failed run gets a failure sensor's
+    context at once (Dagster needs `.for_run_failure()`, which works here too).
+    """
+    if instance is not None and dagster_instance is not None and instance is not dagster_instance:
+        raise TypeError("give instance or dagster_instance, not both")
+    storage = instance if instance is not None else dagster_instance
     if dagster_run.status == RunStatus.FAILURE:
-        return RunFailureSensorContext(sensor_name, dagster_run, dagster_event, instance)
-    return RunStatusSensorContext(sensor_name, dagster_run, dagster_event, instance)
+        return RunFailureSensorContext(sensor_name, dagster_run, dagster_event, storage)
+    return RunStatusSensorContext(sensor_name, dagster_run, dagster_event, storage)

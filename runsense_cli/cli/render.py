@@ -152,6 +152,7 @@ def tick_json(tick: Tick) -> dict[str, Any]:
         "errors": tick.errors,
         "cursor_before": tick.cursor_before,
         "cursor_after": tick.cursor_after,
+        "logs": tick.logs,
     }
 
 
@@ -270,3 +271,45 @@ def events_table(events: list[RunEvent]) -> Any:
             event.message,
         )
     return table
+
+
+def ticks_table(ticks: list[Tick]) -> Any:
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for column in (
+        "tick",
+        "started",
+        "status",
+        "events",
+        "reactions",
+        "runs",
+        "cursor",
+        "took",
+        "notes",
+    ):
+        table.add_column(column, overflow="fold")
+    for t in ticks:
+        notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
+        table.add_row(
+            str(t.tick_id),
+            local_time(t.started_at),
+            styled(t.status.value),
+            str(t.events_scanned),
+            str(t.reactions),
+            str(len(t.run_ids)),
+            f"{t.cursor_before}→{t.cursor_after}",
+            duration(t.duration_s),
+            notes,
+        )
+    return table
+
+
+def print_tick_logs(out: Console, ticks: list[Tick]) -> None:
+    """What each tick's function logged, under the table: one line per log line (never folded,
+    so `grep` finds it), shown literally, never as markup."""
+    for t in ticks:
+        if t.logs:
+            out.print(f"tick {t.tick_id} logged:")
+            for line in t.logs:
+                out.print(f"  {line}", markup=False, soft_wrap=True)

@@ -24,7 +24,7 @@ def ticks(
     ] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a sensor's recent ticks, newest first.
+    """Show a sensor's recent ticks, newest first, then what their function logged.
 
     \b
     Examples:
@@ -38,35 +38,9 @@ def ticks(
     if as_json:
         render.print_json([render.tick_json(t) for t in found])
         return
-    from rich.table import Table
-
-    table = Table(header_style="bold")
-    for column in (
-        "tick",
-        "started",
-        "status",
-        "events",
-        "reactions",
-        "runs",
-        "cursor",
-        "took",
-        "notes",
-    ):
-        table.add_column(column, overflow="fold")
-    for t in found:
-        notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
-        table.add_row(
-            str(t.tick_id),
-            render.local_time(t.started_at),
-            render.styled(t.status.value),
-            str(t.events_scanned),
-            str(t.reactions),
-            str(len(t.run_ids)),
-            f"{t.cursor_before}{render.mark('arrow')}{t.cursor_after}",
-            render.duration(t.duration_s),
-            notes,
-        )
-    render.console().print(table)
+    out = render.console()
+    out.print(render.ticks_table(found))
+    render.print_tick_logs(out, found)
 
 
 @sensor_app.command("failures", cls=RunsenseCommand)
