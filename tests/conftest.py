@@ -89,24 +89,34 @@ def pg_server(pg_bindir: Path) -> Iterator[PgServer]:
     """A real PostgreSQL server for this pytest process (so one per xdist worker).
 
     Per worker rather than one shared by all workers: a test may `restart()`, `stop()` or
-    `kill()` it (tests in one worker run one at a time, so nothing else sees that), and each
-    worker tears its own server down without cross-process bookkeeping. Starting one costs about
-    a second. A test that needs a server to itself uses `with PgServer() as server:` directly.
+    `kill()` it (tests in one worker run one at a time, so nothing else sees that; the next test
+    finds it running again), and each worker tears its own server down without cross-process
+    bookkeeping. Starting one costs about a second. A test that needs a server to itself uses
+    `with PgServer(pg_bindir) as server:` directly.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with PgServer(pg_bindir, name=f"runsense-pg-{worker}") as server:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _pg_server_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used `pg_server` and left it stopped or killed, start it again (an
+    error in that test if it can't), so the next test in this worker finds it running."""
+    yield
+    if "pg_server" in request.fixturenames:
+        server: PgServer = request.getfixturevalue("pg_server")
+        if not server.is_running():
+            server.start()
+
+
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> Iterator[str]:
     """The URL of a new, empty database (from template0) on `pg_server`, dropped after the test.
 
-    Starts the server again first if an earlier test left it stopped or killed. The drop uses
-    WITH (FORCE), so connections a test leaves open (a daemon it started) do not block it.
+    The drop uses WITH (FORCE), so connections a test leaves open (a daemon it started) do not
+    block it.
     """
-    if not pg_server.is_running():
-        pg_server.start()
     name = f"test_{uuid.uuid4().hex[:16]}"
     url = pg_server.create_database(name)
     yield url

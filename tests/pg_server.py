@@ -280,8 +280,8 @@ class PgServer:
         """SIGKILL the postmaster and all its backends at once, like a machine losing power;
         `start()` then runs crash recovery."""
         pid = self._postmaster_pid()
-        if pid is None:
-            return
+        if pid is None or not self._is_our_postmaster(pid):
+            return  # not running (a stale pid file's pid may belong to another process by now)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # pg_ctl makes the postmaster a process group leader
         deadline = time.monotonic() + 10
@@ -300,9 +300,11 @@ class PgServer:
                 lock.unlink(missing_ok=True)
 
     def is_running(self) -> bool:
-        if not self.data_dir.exists():
-            return False
-        return self._pg_ctl("status", check=False).returncode == 0
+        """Whether the postmaster runs (from its pid file and /proc: no subprocess, so cheap)."""
+        if not Path("/proc/self").exists():
+            return self.data_dir.exists() and self._pg_ctl("status", check=False).returncode == 0
+        pid = self._postmaster_pid()
+        return pid is not None and self._is_our_postmaster(pid)
 
     def cleanup(self) -> None:
         """Stop the server if it runs, remove its temp dir, end the watchdog. Safe to repeat."""
@@ -406,6 +408,17 @@ class PgServer:
             return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (FileNotFoundError, ValueError):
             return None
+
+    def _is_our_postmaster(self, pid: int) -> bool:
+        """Whether `pid` is this server's postmaster: its command line names our data dir
+        (pg_ctl starts it with -D). Without /proc, trust the pid file."""
+        if not Path("/proc/self").exists():
+            return True
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return str(self.data_dir).encode() in command_line.split(b"\0")
 
     def _log_size(self) -> int:
         return len(self._log_text())

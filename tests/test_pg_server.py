@@ -105,6 +105,7 @@ def test_kill_then_start_recovers_every_committed_row(pg_server: PgServer, pg_ur
 
     pg_server.kill()
     assert not pg_server.is_running()
+    pg_server.kill()  # nothing left to kill: a no-op
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(pg_url, connect_timeout=5)
 
@@ -136,6 +137,54 @@ def test_a_failed_start_says_why_with_the_server_log(pg_server: PgServer) -> Non
     assert "server log (last lines)" in message
     assert "could not bind" in message
     assert not other.base.exists()
+
+
+LEFT_STOPPED = """
+import psycopg
+
+def test_stops_it(pg_server):
+    pg_server.stop()
+
+def test_finds_it_running(pg_server):
+    assert pg_server.is_running()
+
+def test_kills_it(pg_server):
+    pg_server.kill()
+
+def test_gets_a_database_again(pg_url):
+    psycopg.connect(pg_url).close()
+"""
+
+
+@pytest.mark.slow
+def test_a_server_a_test_stopped_or_killed_runs_again_for_the_next_test(
+    pg_bindir: Path, tmp_path: Path
+) -> None:
+    """Run in a nested pytest so the four tests surely share one process, hence one server."""
+    test_file = tmp_path / "test_left_stopped.py"
+    test_file.write_text(LEFT_STOPPED)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(REPO / "pyproject.toml"),
+            f"--basetemp={tmp_path / 'basetemp'}",
+            str(test_file),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "4 passed" in result.stdout, result.stdout + result.stderr
 
 
 ORPHAN = """
