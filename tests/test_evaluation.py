@@ -112,8 +112,11 @@ class Clock:
 
 
 @pytest.fixture
-def storage(home):
-    with open_storage() as storage:
+def storage(home, backend, monkeypatch):
+    """Every scenario runs on both backends; RUNSENSE_DATABASE_URL sends `execute_in_process`
+    and the subprocesses some scenarios start to the same database."""
+    monkeypatch.setenv("RUNSENSE_DATABASE_URL", backend)
+    with open_storage(url=backend) as storage:
         yield storage
 
 
@@ -1177,8 +1180,6 @@ def test_a_tick_over_only_other_jobs_events_moves_the_cursor_and_is_skipped(stor
 
 def test_a_long_page_renews_the_lease_so_no_other_process_can_take_it(storage, monkeypatch):
     """Given reactions slower than a third of the lease, the lease is pushed out mid-page."""
-    import sqlite3
-
     import runsense_cli.evaluation as evaluation
 
     monkeypatch.setattr(evaluation, "LEASE_TTL_S", 0.15)
@@ -1187,8 +1188,8 @@ def test_a_long_page_renews_the_lease_so_no_other_process_can_take_it(storage, m
     @run_failure_sensor
     def slow(context):
         time.sleep(0.06)
-        with sqlite3.connect(storage.path) as other:
-            expiries.append(other.execute("SELECT lease_expires FROM sensors").fetchone()[0])
+        with storage.reopen() as other:
+            expiries.append(other._one("SELECT lease_expires FROM sensors")[0])
 
     defs = Definitions(jobs=[failing_job], sensors=[slow])
     evaluator = started(storage, defs, slow)

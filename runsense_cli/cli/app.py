@@ -334,11 +334,13 @@ def _exit_cleanly(*_: object) -> None:
 
 
 def _register_groups() -> None:
+    from .db import db_app
     from .runs import runs_app
     from .sensors import sensor_app
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(sensor_app, name="sensor")
+    app.add_typer(db_app, name="db")
 
 
 _register_groups()

@@ -1,0 +1,383 @@
+"""The storage contract (SPEC §10), one suite for both backends: every test runs as `[sqlite]` and
+`[postgres]`. Where a guarantee is about concurrency, two connections (threads, each with its own)
+race for real."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from runsense_cli.errors import LeaseLostError, RunsenseError, StorageError
+from runsense_cli.identity import ProcessId
+from runsense_cli.records import Reaction, ReactionState, SensorStatus, Tick, TickStatus
+from runsense_cli.runs import EventType, RunStatus
+from runsense_cli.storage import NewRun, PageResult, SensorScope, WriteBack, open_storage
+from runsense_cli.storage.copy import copy_database
+
+ME = str(ProcessId.of())
+
+
+@pytest.fixture
+def db(backend):
+    storage = open_storage(url=backend)
+    yield storage
+    storage.close()
+
+
+@pytest.fixture
+def other(backend, db):
+    """A second connection to the same database (another process, as far as the database knows)."""
+    storage = open_storage(url=backend)
+    yield storage
+    storage.close()
+
+
+def started_run(storage, job="job", location="loc"):
+    run = storage.create_run(job, location, status=RunStatus.STARTING, worker=ME)
+    return storage.set_run_status(run, RunStatus.STARTED)
+
+
+def sensor(storage, name="watcher"):
+    state = storage.ensure_sensor("loc", name, running=False)
+    storage.set_sensor_status(state.sensor_id, SensorStatus.RUNNING)
+    return storage.sensor_state("loc", name)
+
+
+def page(storage, sensor_id, event_ids, run_id, **kwargs):
+    tick = Tick(0, "watcher", TickStatus.SUCCESS, time.time())
+    reactions = [Reaction(sensor_id, e, run_id, ReactionState.SUCCESS) for e in event_ids]
+    return storage.commit_page(
+        sensor_id,
+        tick,
+        reactions,
+        kwargs.get("new_runs", []),
+        [],
+        kwargs.get("write_backs", []),
+        kwargs.get("cursor"),
+        kwargs.get("expected"),
+        kwargs["token"],
+        15.0,
+    )
+
+
+# -- runs and events -------------------------------------------------------------------------
+
+
+def test_runs_round_trip_newest_first_and_by_prefix(db):
+    first = db.create_run("etl", "loc", {"ops": {"a": {"config": {"n": 1}}}}, {"team": "data"})
+    second = db.create_run("etl", "loc", status=RunStatus.QUEUED)
+    assert [r.run_id for r in db.list_runs(job_name="etl")] == [second.run_id, first.run_id]
+    stored = db.get_run(first.run_id)
+    assert (stored.run_config, stored.tags) == (
+        {"ops": {"a": {"config": {"n": 1}}}},
+        {"team": "data"},
+    )
+    assert db.find_run(first.run_id[:8].upper()).run_id == first.run_id
+    assert db.job_names() == ["etl"]
+    with pytest.raises(RunsenseError, match="no run id starts with 'zz'"):
+        db.find_run("zz")
+    [enqueued] = db.events_for_run(second.run_id)
+    assert enqueued.event_type == EventType.RUN_ENQUEUED
+    assert db.newest_event_id() == enqueued.event_id
+
+
+def test_status_moves_forward_only_and_writes_one_event_each(db):
+    run = started_run(db)
+    done = db.set_run_status(run, RunStatus.SUCCESS)
+    assert done is not None and done.end_time is not None
+    assert db.set_run_status(done, RunStatus.FAILURE) is None  # a success is never also a failure
+    assert db.set_run_status(done, RunStatus.STARTED) is None
+    types = [e.event_type for e in db.events_for_run(run.run_id)]
+    assert types == [EventType.RUN_STARTING, EventType.RUN_START, EventType.RUN_SUCCESS]
+
+
+def test_two_connections_failing_one_dead_run_write_one_failure(db, other):
+    """Guarantee 2: two processes that notice the same dead worker write one RUN_FAILURE."""
+    run = started_run(db)
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def fail(storage):
+        barrier.wait()
+        results.append(storage.set_run_status(run, RunStatus.FAILURE, "worker gone"))
+
+    threads = [threading.Thread(target=fail, args=(s,)) for s in (db, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    failures = [e for e in db.events_for_run(run.run_id) if e.event_type == EventType.RUN_FAILURE]
+    assert len(failures) == 1
+
+
+def test_event_ids_become_visible_in_id_order(db, other, backend):
+    """Guarantee 1: while a write holding a lower event id is uncommitted, a higher id cannot be
+    committed (so a reader that saw id N never later finds an id below N)."""
+    run = started_run(db)
+    reader = open_storage(url=backend)
+    inserted = threading.Event()
+    ids: dict[str, int] = {}
+    seen: list[list[int]] = []
+
+    def slow_writer():
+        with db.transaction():
+            ids["low"] = db.append_event(run, EventType.LOG, "low")
+            inserted.set()
+            time.sleep(0.4)
+
+    def fast_writer():
+        inserted.wait()
+        ids["high"] = other.append_event(run, EventType.LOG, "high")
+
+    threads = [threading.Thread(target=slow_writer), threading.Thread(target=fast_writer)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        seen.append([e.event_id for e in reader.events_for_run(run.run_id)])
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    reader.close()
+    assert ids["high"] > ids["low"]
+    for snapshot in seen:
+        assert not (ids["high"] in snapshot and ids["low"] not in snapshot)
+    assert [e.message for e in db.events_for_run(run.run_id)][-2:] == ["low", "high"]
+
+
+# -- claims ----------------------------------------------------------------------------------
+
+
+def test_two_claimers_get_disjoint_runs_and_workers_need_the_claim(db, other):
+    """Guarantee 3: every queued run is claimed by exactly one launcher."""
+    queued = {db.create_run("job", "loc", status=RunStatus.QUEUED).run_id for _ in range(30)}
+    claimed: dict[str, list[tuple[str, str]]] = {"a": [], "b": []}
+
+    def claim(name, storage):
+        while batch := storage.claim_queued_runs(f"{name}/1/1", 3):
+            claimed[name] += [(run.run_id, token) for run, token in batch]
+
+    threads = [threading.Thread(target=claim, args=pair) for pair in (("a", db), ("b", other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    a, b = ({run_id for run_id, _ in claimed[k]} for k in ("a", "b"))
+    assert a | b == queued and not a & b
+    run_id, token = claimed["a"][0]
+    assert db.register_worker(run_id, "wrong-token", ME) is None
+    assert db.register_worker(run_id, token, ME).worker == ME
+    assert other.register_worker(run_id, token, ME) is None  # a second worker is refused
+    assert db.get_run(run_id).launcher == "a/1/1"
+
+
+def test_claiming_only_some_runs_leaves_the_others(db):
+    wanted = db.create_run("job", "loc", status=RunStatus.QUEUED)
+    older = db.create_run("job", "loc", status=RunStatus.QUEUED, now=1.0)
+    [(run, _)] = db.claim_queued_runs(ME, 5, [wanted.run_id])
+    assert run.run_id == wanted.run_id and db.get_run(older.run_id).status == RunStatus.QUEUED
+
+
+# -- leases, pages and commands --------------------------------------------------------------
+
+
+def test_a_lease_lost_between_check_and_commit_stores_nothing(db, other):
+    """Guarantee 4: a page commits only while its token holds."""
+    state = sensor(db)
+    run = started_run(db)
+    assert db.acquire_lease(state.sensor_id, "mine", 0.05, ME)
+    assert not other.acquire_lease(state.sensor_id, "theirs", 15, ME)  # live and unexpired
+    time.sleep(0.1)
+    assert other.acquire_lease(state.sensor_id, "theirs", 15, ME)  # expired: taken over
+    assert not db.renew_lease(state.sensor_id, "mine", 15)
+    with pytest.raises(LeaseLostError):
+        page(db, state.sensor_id, [1], run.run_id, token="mine", cursor=5, expected=state.cursor)
+    assert db.reactions_for(state.sensor_id) == [] and db.list_ticks(state.sensor_id) == []
+    assert db.sensor_state("loc", "watcher").cursor == state.cursor
+
+
+def test_a_lease_of_a_dead_local_process_is_free_at_once_a_remote_one_only_by_expiry(db, other):
+    state = sensor(db)
+    dead_here = str(ProcessId.of(2**22 + 7))  # no such pid on this node
+    assert db.acquire_lease(state.sensor_id, "ghost", 60, dead_here)
+    assert other.acquire_lease(state.sensor_id, "mine", 15, ME)
+    db.release_lease(state.sensor_id, "mine")
+    elsewhere = str(ProcessId("another-node", 1, "0"))
+    assert db.acquire_lease(state.sensor_id, "remote", 60, elsewhere)
+    assert not other.acquire_lease(state.sensor_id, "mine", 15, ME)
+
+
+def test_a_cursor_moved_by_a_user_mid_drain_stays_moved(db, other):
+    """Guarantee 5: the drain keeps its reactions but never overwrites the user's cursor."""
+    state = sensor(db)
+    run = started_run(db)
+    assert db.acquire_lease(state.sensor_id, "tick", 15, ME)
+    other.set_cursor(state.sensor_id, 999)  # `sensor cursor --set 999` meanwhile
+    result = page(
+        db, state.sensor_id, [7], run.run_id, token="tick", cursor=10, expected=state.cursor
+    )
+    assert result == PageResult.CURSOR_MOVED
+    assert db.sensor_state("loc", "watcher").cursor == 999
+    assert [r.event_id for r in db.reactions_for(state.sensor_id)] == [7]
+
+
+def test_a_sensor_stopped_mid_drain_ends_the_drain(db, other):
+    state = sensor(db)
+    run = started_run(db)
+    assert db.acquire_lease(state.sensor_id, "tick", 15, ME)
+    other.set_sensor_status(state.sensor_id, SensorStatus.STOPPED)
+    result = page(
+        db, state.sensor_id, [7], run.run_id, token="tick", cursor=10, expected=state.cursor
+    )
+    assert result == PageResult.STOPPED
+    assert db.sensor_state("loc", "watcher").cursor == 10  # what was handled is consumed
+
+
+def test_a_page_stores_runs_write_backs_and_cursor_together(db):
+    state = sensor(db)
+    run = started_run(db)
+    assert db.acquire_lease(state.sensor_id, "tick", 15, ME)
+    new = NewRun(
+        "11111111-2222-4333-8444-555555555555", "next", "loc", {}, {}, run.run_id, run.run_id, None
+    )
+    back = WriteBack(run.run_id, run.job_name, run.location, "acted")
+    result = page(
+        db,
+        state.sensor_id,
+        [3],
+        run.run_id,
+        token="tick",
+        cursor=42,
+        expected=state.cursor,
+        new_runs=[new],
+        write_backs=[back],
+    )
+    assert result == PageResult.COMMITTED
+    assert db.get_run(new.run_id).status == RunStatus.QUEUED
+    assert db.requested_runs(run.run_id)[0].run_id == new.run_id
+    assert "acted" in [e.message for e in db.events_for_run(run.run_id)]
+    assert db.sensor_state("loc", "watcher").cursor == 42
+    assert [r.event_id for r in db.reactions_to_run(run.run_id)] == [3]
+
+
+def test_status_events_after_reads_in_pages_within_scope(db):
+    runs = [started_run(db, job=f"j{i % 2}") for i in range(5)]
+    for run in runs:
+        db.set_run_status(run, RunStatus.SUCCESS)
+    scope = SensorScope("loc", jobs=frozenset({("loc", "j0")}))
+    types = (EventType.RUN_SUCCESS,)
+    page1, cursor = db.status_events_after(types, 0, scope, 2)
+    page2, end = db.status_events_after(types, cursor, scope, 2)
+    assert [r.job_name for _, r in page1 + page2] == ["j0", "j0", "j0"]
+    assert end == db.newest_event_id()  # a short page skips the other jobs' events for good
+    assert db.count_status_events_after(types, 0, scope) == 3
+    assert db.has_status_events_after(types, 0, SensorScope("loc", locations=frozenset({"loc"})))
+    assert not db.has_status_events_after(types, end, SensorScope("loc", all_locations=True))
+
+
+def test_code_defaults_rule_until_a_user_pins_the_status(db):
+    state = db.ensure_sensor("loc", "s", running=True)
+    assert state.status == SensorStatus.RUNNING
+    assert db.ensure_sensor("loc", "s", running=False).status == SensorStatus.STOPPED
+    db.set_sensor_status(state.sensor_id, SensorStatus.RUNNING)  # `sensor start`: pinned
+    assert db.ensure_sensor("loc", "s", running=False).status == SensorStatus.RUNNING
+    db.reset_sensor_status(state.sensor_id, running=False)
+    assert db.sensor_state("loc", "s").status == SensorStatus.STOPPED
+
+
+# -- time, heartbeats, wake-ups ---------------------------------------------------------------
+
+
+def test_heartbeats_use_the_database_clock(db):
+    run = started_run(db)
+    before = db.db_time()
+    db.heartbeat_runs([run.run_id])
+    assert db.get_run(run.run_id).heartbeat_at >= before
+    db.heartbeat_daemon("node-a/42/7", {"sensors": ["x"]})
+    [daemon] = db.list_daemons()
+    assert (daemon.node, daemon.pid, daemon.info) == ("node-a", 42, {"sensors": ["x"]})
+    db.remove_daemon("node-a/42/7")
+    assert db.list_daemons() == []
+
+
+def test_wait_for_change_wakes_on_another_connections_commit(db, other):
+    """Guarantee 7: a status change elsewhere wakes a waiter at once; nothing: the timeout."""
+    assert db.wait_for_change(0.05) is False or True  # the first call may set up its listener
+    while db.wait_for_change(0.05):
+        pass
+    woke = {}
+
+    def wait():
+        started = time.monotonic()
+        woke["changed"] = db.wait_for_change(5)
+        woke["after"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    other.create_run("job", "loc", status=RunStatus.QUEUED)
+    waiter.join()
+    assert woke["changed"] is True and woke["after"] < 1.0
+
+
+# -- schema and moving a database ------------------------------------------------------------
+
+
+def test_reopening_keeps_data_and_a_newer_schema_is_refused(db, backend):
+    run = db.create_run("job", "loc")
+    with open_storage(url=backend) as again:
+        assert again.get_run(run.run_id).job_name == "job"
+    if backend.startswith("sqlite"):
+        db.conn.execute("PRAGMA user_version = 99")
+    else:
+        db.conn.execute("UPDATE runsense_schema SET version = 99")
+    with pytest.raises(StorageError, match="newer than this runsense understands"):
+        open_storage(url=backend)
+
+
+def test_db_copy_moves_history_and_cursors_and_refuses_a_full_target(db, tmp_path, backend):
+    state = sensor(db)
+    run = started_run(db)
+    db.set_run_status(run, RunStatus.SUCCESS)
+    db.set_cursor(state.sensor_id, db.newest_event_id())
+    target_url = f"sqlite:///{tmp_path / 'copy.db'}"
+    counts = copy_database(db, open_storage(url=target_url))
+    assert counts["runs"] == 1 and counts["events"] == 3 and counts["sensors"] == 1
+    with open_storage(url=target_url) as copy:
+        assert copy.get_run(run.run_id).status == RunStatus.SUCCESS
+        assert copy.sensor_state("loc", "watcher").cursor == db.newest_event_id()
+        later = copy.create_run("job", "loc", status=RunStatus.QUEUED)
+        assert copy.events_for_run(later.run_id)[0].event_id > db.newest_event_id()
+        with pytest.raises(StorageError, match="not empty"):
+            copy_database(db, copy)
+
+
+def test_db_copy_from_the_cli_moves_a_sqlite_home_to_postgresql(home, pg_url, project):
+    """The migration path of the README: history and cursors survive the move, and the password
+    in the URL is never printed."""
+    import subprocess
+    import sys
+
+    path = project(
+        "from runsense_cli import Definitions, job, op\n"
+        "@op\ndef hello():\n    return 1\n"
+        "@job\ndef hello_job():\n    hello()\n"
+        "defs = Definitions(jobs=[hello_job])\n"
+    )
+    command = [sys.executable, "-m", "runsense_cli", "-f", str(path), "--home", str(home)]
+    assert subprocess.run([*command, "run", "hello_job"], capture_output=True).returncode == 0
+    secret_url = pg_url.replace("@", ":s3cret-pw@", 1) if "@" in pg_url else pg_url
+    copied = subprocess.run([*command, "db", "copy", secret_url], capture_output=True, text=True)
+    assert copied.returncode == 0, copied.stderr
+    assert "Copied 1 runs" in copied.stdout and "s3cret-pw" not in copied.stdout + copied.stderr
+    listed = subprocess.run(
+        [*command, "--database-url", pg_url, "runs", "list", "--json"], capture_output=True
+    )
+    import json
+
+    [run] = json.loads(listed.stdout)
+    assert (run["job_name"], run["status"]) == ("hello_job", "SUCCESS")
+    again = subprocess.run([*command, "db", "copy", pg_url], capture_output=True, text=True)
+    assert again.returncode == 2 and "is not empty" in again.stderr
