@@ -108,7 +108,7 @@ def _commands() -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in _commands() if p not in ((), ("runs",), ("sensor",))],
+    [p for p in _commands() if p not in ((), ("runs",), ("sensor",), ("db",))],
     ids=" ".join,
 )
 def test_every_command_takes_the_global_options_after_it(path, tmp_path, proj):
