@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Definitions": "definitions",
-    "JobDefinition": "definitions",
-    "OpDefinition": "definitions",
-    "job": "definitions",
-    "op": "definitions",
+    "JobDefinition": "jobs",
+    "OpDefinition": "jobs",
+    "job": "jobs",
+    "op": "jobs",
     "RunsenseError": "errors",
     "DagsterRunStatus": "runs",
     "RunRecord": "runs",
@@ -25,12 +25,12 @@ _EXPORTS = {
     "CodeLocationSelector": "sensors",
     "DefaultSensorStatus": "sensors",
     "PermanentReactionError": "sensors",
-    "RunFailureSensorContext": "sensors",
+    "RunFailureSensorContext": "sensor_context",
     "RunRequest": "sensors",
-    "RunStatusSensorContext": "sensors",
+    "RunStatusSensorContext": "sensor_context",
     "RunStatusSensorDefinition": "sensors",
     "SkipReason": "sensors",
-    "build_run_status_sensor_context": "sensors",
+    "build_run_status_sensor_context": "sensor_context",
     "run_failure_sensor": "sensors",
     "run_status_sensor": "sensors",
     "make_slack_on_run_failure_sensor": "slack",
@@ -78,8 +78,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .definitions import Definitions, JobDefinition, OpDefinition, job, op
+    from .definitions import Definitions
     from .errors import RunsenseError
+    from .jobs import JobDefinition, OpDefinition, job, op
     from .runs import DagsterRunStatus, RunRecord, RunStatus
     from .sensors import (
         CodeLocationSelector,

@@ -6,13 +6,21 @@ their config file without reading runsense's code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .definitions import JobDefinition
+
+class ConfiguredJob(Protocol):
+    """What validation needs of a job: its name and its nodes (each `.name`, `.op.name` and
+    `.op.config_schema`). A protocol, so this module stays below `jobs` in the import order."""
+
+    name: str
+
+    @property
+    def nodes(self) -> Sequence[Any]: ...
+
 
 ALLOWED_TYPES: tuple[type, ...] = (str, int, float, bool, list, dict)
 ConfigSchema = type | Mapping[str, type]
@@ -39,7 +47,7 @@ def _bad_schema_type(value: Any, where: str) -> ConfigError:
     return ConfigError(f"config_schema of {where} uses {value!r}", f"use one of {names}")
 
 
-def validate_run_config(job: JobDefinition, run_config: Any) -> dict[str, Any]:
+def validate_run_config(job: ConfiguredJob, run_config: Any) -> dict[str, Any]:
     """Return the run config if it fits the job's ops; raise ConfigError naming the bad path."""
     if run_config is None:
         run_config = {}

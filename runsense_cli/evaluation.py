@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import validate_run_config
-from .definitions import Definitions, JobDefinition
-from .errors import LeaseLostError, RunsenseError, SensorBusyError, describe
-from .identity import current
+from .definitions import Definitions
+from .errors import RunsenseError, describe
 from .instance import RunsenseInstance
+from .jobs import JobDefinition
+from .leases import LEASE_WAIT_S, TickLease
 from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickLog, TickStatus
 from .runs import ErrorInfo, RunEvent, RunRecord
 from .sensors import (
@@ -31,36 +32,6 @@ from .storage import NewRun, PageResult, Storage, WriteBack
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
 MAX_RETRY_DELAY_S = 15 * 60
-# Another daemon takes over a dead one's sensors within this (SPEC §10); renewed every third.
-LEASE_TTL_S = 15.0
-LEASE_WAIT_S = 2.0
-
-
-class TickLease:
-    """A tick's hold on its sensor. Checked before every call of the user's function: a process
-    that was paused past the lease (SIGSTOP, a long GC, a laptop lid) learns it lost the lease
-    before it calls anything else, not at the commit, so no event is handled twice."""
-
-    def __init__(self, storage: Storage, sensor_id: int, token: str, ttl: float | None = None):
-        self.storage = storage
-        self.sensor_id = sensor_id
-        self.token = token
-        self.ttl = LEASE_TTL_S if ttl is None else ttl
-        self.renewed = time.monotonic()
-
-    def check(self) -> None:
-        if time.monotonic() - self.renewed < self.ttl / 3:
-            return
-        if not self.storage.renew_lease(self.sensor_id, self.token, self.ttl):
-            raise LeaseLostError(
-                "another process took over this sensor while this tick was paused;"
-                " it stopped before handling more events"
-            )
-        self.renewed = time.monotonic()
-
-    def committed(self) -> None:
-        """A page commit pushes the expiry out too."""
-        self.renewed = time.monotonic()
 
 
 @dataclass
@@ -168,23 +139,11 @@ class SensorEvaluator:
         """
         state = self.state(sensor)
         token = uuid.uuid4().hex
-        self._acquire(state, token, lease_wait)
-        lease = TickLease(self.storage, state.sensor_id, token)
+        lease = TickLease.acquire(self.storage, state, token, lease_wait)
         try:
             return self._tick_locked(sensor, lease, should_stop or (lambda: False))
         finally:
             self.storage.release_lease(state.sensor_id, token)
-
-    def _acquire(self, state: SensorState, token: str, wait: float) -> None:
-        deadline = time.monotonic() + wait
-        holder = str(current())
-        while not self.storage.acquire_lease(state.sensor_id, token, LEASE_TTL_S, holder):
-            if time.monotonic() >= deadline:
-                raise SensorBusyError(
-                    f"sensor '{state.name}' is busy: another process is ticking it",
-                    "wait for that tick to finish (a running daemon ticks it for you)",
-                )
-            time.sleep(0.05)
 
     def _tick_locked(
         self,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .config import validate_run_config
 from .errors import RunsenseError
@@ -18,8 +18,17 @@ from .storage import Storage, database_url, open_storage
 
 HEARTBEAT_EVERY_S = 10.0
 
-if TYPE_CHECKING:
-    from .definitions import JobDefinition
+
+class ExecutableJob(Protocol):
+    """What execution needs of a job (a `jobs.ExecutableJob`): a protocol, so `jobs` can call
+    into this module for `execute_in_process` without an import circle."""
+
+    name: str
+    location: str
+    tags: dict[str, str]
+
+    @property
+    def nodes(self) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,7 @@ ExecuteInProcessResult = RunResult
 
 
 def execute_run(
-    storage: Storage, job: JobDefinition, run: RunRecord, on_step: OnStep | None = None
+    storage: Storage, job: ExecutableJob, run: RunRecord, on_step: OnStep | None = None
 ) -> RunResult:
     """Take a STARTING run through STARTED to SUCCESS or FAILURE.
 
@@ -169,7 +178,7 @@ def execute_run(
 
 
 def _execute_nodes(
-    storage: Storage, job: JobDefinition, run: RunRecord, notify: OnStep
+    storage: Storage, job: ExecutableJob, run: RunRecord, notify: OnStep
 ) -> RunResult:
     ops_config = (run.run_config.get("ops") or {}) if run.run_config else {}
     outputs: dict[str, Any] = {}
@@ -291,7 +300,7 @@ def _guarded(on_step: OnStep | None) -> OnStep:
 
 def start_run(
     storage: Storage,
-    job: JobDefinition,
+    job: ExecutableJob,
     run_config: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     *,
@@ -313,7 +322,7 @@ def start_run(
 
 
 def execute_in_process(
-    job: JobDefinition,
+    job: ExecutableJob,
     run_config: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     home: str | None = None,

@@ -13,8 +13,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .definitions import JobDefinition
 from .errors import DefinitionError, describe
+from .jobs import JobDefinition
 from .runs import RunStatus
 from .sensors import (
     DefaultSensorStatus,

@@ -1180,9 +1180,9 @@ def test_a_tick_over_only_other_jobs_events_moves_the_cursor_and_is_skipped(stor
 
 def test_a_long_page_renews_the_lease_so_no_other_process_can_take_it(storage, monkeypatch):
     """Given reactions slower than a third of the lease, the lease is pushed out mid-page."""
-    import runsense_cli.evaluation as evaluation
+    import runsense_cli.leases as leases
 
-    monkeypatch.setattr(evaluation, "LEASE_TTL_S", 0.15)
+    monkeypatch.setattr(leases, "LEASE_TTL_S", 0.15)
     expiries = []
 
     @run_failure_sensor

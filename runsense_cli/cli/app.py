@@ -334,9 +334,10 @@ def _exit_cleanly(*_: object) -> None:
 
 
 def _register_groups() -> None:
+    from . import sensor_history, sensors  # noqa: F401 - they add their commands to sensor_app
     from .db import db_app
     from .runs import runs_app
-    from .sensors import sensor_app
+    from .sensor_group import sensor_app
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(sensor_app, name="sensor")

@@ -12,7 +12,7 @@ from ..errors import RunsenseError
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
-from .sensors import JsonOption, sensor_app
+from .sensor_group import JsonOption, sensor_app
 
 
 @sensor_app.command("ticks", cls=RunsenseCommand)

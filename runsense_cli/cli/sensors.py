@@ -12,20 +12,7 @@ from ..errors import RunsenseError
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
-
-sensor_app = typer.Typer(
-    help="""Inspect and drive run status sensors.
-
-    \b
-    Examples:
-      runsense sensor list
-      runsense sensor start --all && runsense sensor tick
-    """,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+from .sensor_group import JsonOption, sensor_app
 
 
 def _pick(ctx: typer.Context, names: list[str] | None, all_: bool) -> list[Any]:
@@ -404,10 +391,3 @@ def cursor(
         f"{sensor.name}: cursor {sensor_state.cursor}, newest event {newest}, "
         f"{evaluator.lag(sensor, sensor_state)} {sensor.run_status.value} event(s) waiting"
     )
-
-
-def _register_history() -> None:
-    from . import sensor_history  # noqa: F401 - registers ticks, failures and retry on sensor_app
-
-
-_register_history()

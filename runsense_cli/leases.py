@@ -1,0 +1,61 @@
+"""A tick's lease on its sensor: one tick of a sensor at a time, across processes and hosts.
+
+The lease is a token with an expiry on the database's clock. A page commits only while the token
+holds (the storage checks it in the commit's transaction), and the tick checks it before every call
+of the user's function, so a process paused past its lease stops before doing anyone's work again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import LeaseLostError, SensorBusyError
+from .identity import current
+from .records import SensorState
+from .storage import Storage
+
+# Another daemon takes over a dead one's sensors within this (SPEC §10); renewed every third.
+LEASE_TTL_S = 15.0
+LEASE_WAIT_S = 2.0
+LEASE_WAIT_S = 2.0
+
+
+class TickLease:
+    """A tick's hold on its sensor. Checked before every call of the user's function: a process
+    that was paused past the lease (SIGSTOP, a long GC, a laptop lid) learns it lost the lease
+    before it calls anything else, not at the commit, so no event is handled twice."""
+
+    def __init__(self, storage: Storage, sensor_id: int, token: str, ttl: float | None = None):
+        self.storage = storage
+        self.sensor_id = sensor_id
+        self.token = token
+        self.ttl = LEASE_TTL_S if ttl is None else ttl
+        self.renewed = time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() - self.renewed < self.ttl / 3:
+            return
+        if not self.storage.renew_lease(self.sensor_id, self.token, self.ttl):
+            raise LeaseLostError(
+                "another process took over this sensor while this tick was paused;"
+                " it stopped before handling more events"
+            )
+        self.renewed = time.monotonic()
+
+    def committed(self) -> None:
+        """A page commit pushes the expiry out too."""
+        self.renewed = time.monotonic()
+
+    @classmethod
+    def acquire(cls, storage: Storage, state: SensorState, token: str, wait: float) -> TickLease:
+        """Take the sensor's lease, waiting up to `wait` seconds for another tick to finish."""
+        deadline = time.monotonic() + wait
+        holder = str(current())
+        while not storage.acquire_lease(state.sensor_id, token, LEASE_TTL_S, holder):
+            if time.monotonic() >= deadline:
+                raise SensorBusyError(
+                    f"sensor '{state.name}' is busy: another process is ticking it",
+                    "wait for that tick to finish (a running daemon ticks it for you)",
+                )
+            time.sleep(0.05)
+        return cls(storage, state.sensor_id, token)
