@@ -7,6 +7,7 @@ of the user's function, so a process paused past its lease stops before doing an
 
 from __future__ import annotations
 
+import os
 import time
 
 from .errors import LeaseLostError, SensorBusyError
@@ -15,9 +16,17 @@ from .records import SensorState
 from .storage import Storage
 
 # Another daemon takes over a dead one's sensors within this (SPEC §10); renewed every third.
+# RUNSENSE_LEASE_TTL overrides it: shorter for a faster takeover, longer for sensor functions that
+# may block between reactions for longer than that.
 LEASE_TTL_S = 15.0
 LEASE_WAIT_S = 2.0
-LEASE_WAIT_S = 2.0
+
+
+def lease_ttl() -> float:
+    try:
+        return max(0.05, float(os.environ["RUNSENSE_LEASE_TTL"]))
+    except (KeyError, ValueError):
+        return LEASE_TTL_S
 
 
 class TickLease:
@@ -29,7 +38,7 @@ class TickLease:
         self.storage = storage
         self.sensor_id = sensor_id
         self.token = token
-        self.ttl = LEASE_TTL_S if ttl is None else ttl
+        self.ttl = lease_ttl() if ttl is None else ttl
         self.renewed = time.monotonic()
 
     def check(self) -> None:
@@ -51,11 +60,12 @@ class TickLease:
         """Take the sensor's lease, waiting up to `wait` seconds for another tick to finish."""
         deadline = time.monotonic() + wait
         holder = str(current())
-        while not storage.acquire_lease(state.sensor_id, token, LEASE_TTL_S, holder):
+        ttl = lease_ttl()
+        while not storage.acquire_lease(state.sensor_id, token, ttl, holder):
             if time.monotonic() >= deadline:
                 raise SensorBusyError(
                     f"sensor '{state.name}' is busy: another process is ticking it",
                     "wait for that tick to finish (a running daemon ticks it for you)",
                 )
             time.sleep(0.05)
-        return cls(storage, state.sensor_id, token)
+        return cls(storage, state.sensor_id, token, ttl)
