@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .config import ConfigSchema, check_schema
 from .errors import DefinitionError, RunsenseError
+from .values import check_tags
 
 if TYPE_CHECKING:
     from .execution import ExecuteInProcessResult
@@ -152,7 +153,7 @@ class JobDefinition:
     ) -> None:
         self.name = name or fn.__name__
         self.description = description or inspect.getdoc(fn)
-        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.tags = check_tags(tags, f"job '{self.name}': tags", DefinitionError)
         self.location: str = _module_location(fn.__module__)
         builder = _JobBuilder(self.name)
         token = _building.set(builder)

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import validate_run_config
+from .errors import describe
 from .home import database_path
 from .runs import ErrorInfo, EventType, RunRecord, RunStatus
 from .storage import Storage
+from .text import clean, safe_str
+from .values import check_tags
 
 if TYPE_CHECKING:
     from .definitions import JobDefinition
@@ -44,7 +47,7 @@ class RunLogger:
         self._on_step = on_step
 
     def _log(self, level: str, message: object, *args: object) -> None:
-        text = str(message) % args if args else str(message)
+        text = clean(safe_str(message) % args) if args else safe_str(message)
         self._storage.append_event(
             self._run, EventType.LOG, text, step_key=self._step_key, level=level
         )
@@ -123,9 +126,38 @@ def execute_run(
 ) -> RunResult:
     """Take a STARTING run through STARTED to SUCCESS or FAILURE.
 
-    Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops.
+    Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops. Should
+    runsense itself fail mid-run (an observer, the storage), the run still ends, as FAILURE.
     """
     run = storage.set_run_status(run, RunStatus.STARTED)
+    try:
+        return _execute_steps(storage, job, run, on_step)
+    except BaseException as exc:
+        _end_unfinished(storage, run, exc)
+        raise
+
+
+def _end_unfinished(storage: Storage, run: RunRecord, exc: BaseException) -> None:
+    try:
+        if storage.get_run(run.run_id).is_finished:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            storage.set_run_status(run, RunStatus.CANCELED, "Run canceled (interrupted).")
+        else:
+            storage.set_run_status(
+                run,
+                RunStatus.FAILURE,
+                f'Execution of run for "{run.job_name}" failed: runsense itself raised '
+                f"{describe(exc)}",
+                error=ErrorInfo.from_exception(exc),
+            )
+    except Exception:
+        pass  # the storage is what failed: the original error is the one to report
+
+
+def _execute_steps(
+    storage: Storage, job: JobDefinition, run: RunRecord, on_step: OnStep | None
+) -> RunResult:
     ops_config = (run.run_config.get("ops") or {}) if run.run_config else {}
     outputs: dict[str, Any] = {}
     for node in job.nodes:
@@ -197,7 +229,7 @@ def start_run(
     origin: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Create a run that this process executes now (status STARTING, this pid as its worker)."""
-    all_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
+    all_tags = {**job.tags, **check_tags(tags)}
     all_tags.setdefault("runsense/launched_by", launched_by)
     return storage.create_run(
         job.name,
@@ -220,6 +252,7 @@ def execute_in_process(
 ) -> RunResult:
     """`job.execute_in_process`: validate, store and run the job here, like any other run."""
     config = validate_run_config(job, run_config)
+    check_tags(tags)  # before the storage opens: bad input creates nothing
     storage = _shared_storage(home)
     run = start_run(storage, job, config, tags, launched_by="execute_in_process")
     result = execute_run(storage, job, run)
