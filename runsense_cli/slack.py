@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import secrets
 from .definitions import JobDefinition
 from .errors import DefinitionError, describe
 from .runs import RunStatus
@@ -226,20 +227,32 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
             )
         return {"channel": self.channel, "text": cut(text, TEXT_LIMIT), "blocks": blocks}
 
+    def preview_message(self, context: RunStatusSensorContext) -> dict[str, Any]:
+        """`build_message` for `runsense sensor preview`: a failing `text_fn` or `blocks_fn`
+        comes back as one RuntimeError line without the token, as it would from a post."""
+        try:
+            return self.build_message(context)
+        except Exception as exc:
+            token = (
+                os.environ.get(self._token.name) if isinstance(self._token, EnvVar) else self._token
+            )
+            raise RuntimeError(secrets.redact(describe(exc), [token])) from None
+
     def _post(self, context: RunStatusSensorContext) -> None:
         token = self._token.get() if isinstance(self._token, EnvVar) else self._token
         try:
             self._send(token, self.build_message(context))
+        except PermanentReactionError as exc:
+            if secrets.contains(str(exc), [token]):
+                raise PermanentReactionError(secrets.redact(str(exc), [token])) from None
+            raise
         except Exception as exc:
             story = "".join(traceback.format_exception(exc))
-            if not token or token not in story:
+            if not secrets.contains(story, [token]):
                 raise
-            # A traceback line of user code that spells the token out (a text_fn on the same
-            # line as the token literal): keep the story, not the token.
-            kind = (
-                PermanentReactionError if isinstance(exc, PermanentReactionError) else RuntimeError
-            )
-            raise kind(story.replace(token, "<redacted>")) from None
+            # The token in any spelling: http.client quoting a CR/LF token, a text_fn line that
+            # spells it out, a proxy echoing it. Keep the story, not the token.
+            raise RuntimeError(secrets.redact(story, [token])) from None
 
     def _send(self, token: str, message: dict[str, Any]) -> None:
         from http.client import HTTPException
@@ -252,7 +265,9 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
         try:
             client.chat_postMessage(**message)
         except SlackApiError as exc:
-            code = str(exc.response.get("error") or "unknown_error")[:200]
+            # Redacted before the cut: a cut token would leave a prefix no search finds.
+            code = secrets.redact(str(exc.response.get("error") or "unknown_error"), [token])
+            code = cut(code, 200)
             if code in PERMANENT_SLACK_ERRORS:
                 raise PermanentReactionError(
                     f"Slack refused the message to {self.channel}: {code}"
@@ -261,8 +276,9 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
                 f"Slack answered HTTP {exc.response.status_code} {code} for {self.channel}"
             ) from None
         except (OSError, HTTPException) as exc:
+            detail = secrets.redact(describe(exc), [token])
             raise RuntimeError(
-                f"could not reach Slack after {self.http_retries + 1} tries: {describe(exc)}"
+                f"could not reach Slack after {self.http_retries + 1} tries: {detail}"
             ) from None
 
     def __repr__(self) -> str:
