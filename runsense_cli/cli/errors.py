@@ -23,6 +23,11 @@ class RunsenseGroup(TyperGroup):
             return super().invoke(ctx)
         except RunsenseError as exc:
             fail(ctx, exc, exc.exit_code)
+        except typer.BadParameter as exc:
+            if type(exc).__name__ == "MissingParameter":
+                raise  # click's usage text shows what is missing
+            # A value out of range (`--limit 99999999999999999999`): one line, like every error.
+            fail(ctx, RunsenseError(exc.format_message()), 2)
         except sqlite3.DatabaseError as exc:
             fail(
                 ctx,

@@ -7,8 +7,11 @@ from typing import Annotated
 import typer
 
 from ..errors import RunsenseError
+from ..text import clean
+from ..values import MAX_INT64
 from . import render
 from .app_state import state_of
+from .render import lit
 
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -21,7 +24,7 @@ def list_runs(
         str | None, typer.Option("--status", help="Only runs with this status.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", help="At most this many runs.", min=1)
+        int, typer.Option("--limit", "-n", help="At most this many runs.", min=1, max=MAX_INT64)
     ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -35,7 +38,8 @@ def list_runs(
         except ValueError:
             known = ", ".join(s.value for s in RunStatus)
             raise RunsenseError(f"unknown status '{status}'", f"use one of {known}") from None
-    runs = state_of(ctx).reader.list_runs(job, wanted, limit)
+    # clean(): an argument that is not UTF-8 (surrogate-escaped) cannot be a query parameter.
+    runs = state_of(ctx).reader.list_runs(clean(job) if job else job, wanted, limit)
     if as_json:
         render.print_json([render.run_json(run) for run in runs])
         return
@@ -53,7 +57,7 @@ def show_run(
 ) -> None:
     """Show a run and its event log."""
     storage = state_of(ctx).reader
-    run = storage.find_run(run_id)
+    run = storage.find_run(clean(run_id))
     events = storage.events_for_run(run.run_id)
     if as_json:
         render.print_json(
@@ -62,7 +66,9 @@ def show_run(
         return
     out = render.console()
     out.print(f"[bold]Run {run.run_id}[/bold]  {render.styled(run.status.value)}")
-    out.print(f"job: {run.job_name}   location: {run.location}   trigger: {run.trigger}")
+    out.print(
+        f"job: {lit(run.job_name)}   location: {lit(run.location)}   trigger: {lit(run.trigger)}"
+    )
     out.print(
         f"started: {render.local_time(run.start_time)}   duration: {render.duration(run.duration)}"
     )
@@ -70,7 +76,8 @@ def show_run(
         out.print(f"parent run: {run.parent_run_id}   root run: {run.root_run_id}")
     user_tags = {k: v for k, v in run.tags.items()}
     if user_tags:
-        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(user_tags.items())))
+        text = ", ".join(f"{k}={v}" for k, v in sorted(user_tags.items()))
+        out.print("tags: " + clean(text), markup=False)
     if run.run_config:
         import json
 
@@ -78,5 +85,5 @@ def show_run(
     out.print(render.events_table(events))
     for event in events:
         if event.error and event.step_key:
-            out.print(f"[red]Error in {event.step_key}:[/red]")
-            out.print(event.error.stack.rstrip(), markup=False, highlight=False)
+            out.print(f"[red]Error in {lit(event.step_key)}:[/red]")
+            out.print(clean(event.error.stack.rstrip()), markup=False, highlight=False)

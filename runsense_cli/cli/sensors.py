@@ -8,8 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import RunsenseError
+from ..text import clean
+from ..values import MAX_INT64
 from . import render
 from .app_state import state_of
+from .render import lit
 
 sensor_app = typer.Typer(
     help="Inspect and drive run status sensors.", no_args_is_help=True, rich_markup_mode=None
@@ -61,10 +64,10 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
             f"{render.styled(last.status.value)} {render.ago(last.started_at)}" if last else "never"
         )
         table.add_row(
-            sensor.name,
+            lit(sensor.name),
             sensor.run_status.value,
             render.styled(sensor_state.status.value),
-            ", ".join(sensor.monitored_names()),
+            lit(", ".join(sensor.monitored_names())),
             str(lag),
             last_text,
         )
@@ -93,19 +96,19 @@ def start(
     for sensor in sensors:
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.RUNNING:
-            out.print(f"{sensor.name} is already running.")
+            out.print(f"{lit(sensor.name)} is already running.")
             continue
         cursor = storage.newest_event_id() if from_now else None
         waiting = 0 if from_now else evaluator.lag(sensor, sensor_state)
         storage.set_sensor_status(sensor_state.sensor_id, SensorStatus.RUNNING, cursor=cursor)
         if waiting:
             out.print(
-                f"Started {sensor.name}: {waiting} {sensor.run_status.value} event(s) waiting will be "
+                f"Started {lit(sensor.name)}: {waiting} {sensor.run_status.value} event(s) waiting will be "
                 "handled on its next tick (start with --from-now to skip them)."
             )
         else:
             out.print(
-                f"Started {sensor.name}: it reacts to runs that reach {sensor.run_status.value} from now on."
+                f"Started {lit(sensor.name)}: it reacts to runs that reach {sensor.run_status.value} from now on."
             )
 
 
@@ -126,10 +129,10 @@ def stop(
     for sensor in sensors:
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.STOPPED:
-            out.print(f"{sensor.name} is already stopped.")
+            out.print(f"{lit(sensor.name)} is already stopped.")
             continue
         evaluator.storage.set_sensor_status(sensor_state.sensor_id, SensorStatus.STOPPED)
-        out.print(f"Stopped {sensor.name} at event {sensor_state.cursor}.")
+        out.print(f"Stopped {lit(sensor.name)} at event {sensor_state.cursor}.")
 
 
 @sensor_app.command("tick")
@@ -143,7 +146,7 @@ def tick(
         bool, typer.Option("--no-wait", help="Do not wait for the requested runs.")
     ] = False,
     max_concurrent_runs: Annotated[
-        int, typer.Option(help="Run workers at most at once.", min=1)
+        int, typer.Option(help="Run workers at most at once.", min=1, max=10_000)
     ] = 4,
 ) -> None:
     """Tick running sensors once: handle every waiting event, then run what they requested."""
@@ -179,14 +182,14 @@ def tick(
         failed |= bool(t.errors)
         requested += t.run_ids
         out.print(
-            f"{sensor.name}: {render.styled(t.status.value)} · {t.events_scanned} event(s), "
+            f"{lit(sensor.name)}: {render.styled(t.status.value)} · {t.events_scanned} event(s), "
             f"{t.reactions} reaction(s), {len(t.run_ids)} run(s) requested · "
             f"{render.duration(t.duration_s)}"
         )
         for reason in sorted(set(t.skip_reasons)):
-            out.print(f"  [yellow]skipped[/yellow]: {reason}", markup=True)
+            out.print(f"  [yellow]skipped[/yellow]: {lit(reason)}")
         for error in t.errors:
-            out.print(f"  [red]failed[/red]: {error}")
+            out.print(f"  [red]failed[/red]: {lit(error)}")
     if requested:
         launcher = RunLauncher(state.storage, state.home, max_concurrent_runs)
         if no_wait:
@@ -203,7 +206,7 @@ def tick(
                 nonlocal failed
                 failed |= not run.is_success
                 out.print(
-                    f"  run {run.run_id[:8]} {run.job_name} {render.styled(run.status.value)} "
+                    f"  run {run.run_id[:8]} {lit(run.job_name)} {render.styled(run.status.value)} "
                     f"in {render.duration(run.duration)}"
                 )
 
@@ -228,7 +231,9 @@ def preview(
     run_id: Annotated[
         str | None, typer.Option("--run", help="Evaluate against this past run.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many waiting events.", min=1)] = 20,
+    limit: Annotated[
+        int, typer.Option(help="At most this many waiting events.", min=1, max=MAX_INT64)
+    ] = 20,
 ) -> None:
     """Evaluate a sensor without storing anything (its function really runs)."""
     from ..evaluation import SensorEvaluator
@@ -245,7 +250,7 @@ def preview(
     sensor_state = storage.sensor_state(evaluator.location, sensor.name)
     err = render.console(stderr=True)
     if run_id is not None:
-        run = storage.find_run(run_id)
+        run = storage.find_run(clean(run_id))
         event = storage.status_event_for_run(run.run_id, sensor.event_type)
         if event is None:
             err.print(
@@ -263,7 +268,7 @@ def preview(
                 f"No {sensor.run_status.value} events waiting for {sensor.name}; use --run RUN_ID to try a past run."
             )
             return
-    build_message = getattr(sensor, "build_message", None)
+    build_message = getattr(sensor, "preview_message", None)
     out = render.console()
     if build_message is None:
         err.print(
@@ -271,25 +276,29 @@ def preview(
         )
     sensor_id = sensor_state.sensor_id if sensor_state else None
     for event, run in pairs:
-        header = f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}):"
+        header = f"run {run.run_id[:8]} ({lit(run.job_name)}, {run.status.value}):"
         if build_message is not None:
-            message = build_message(sensor.build_context(run, event, storage))
+            try:
+                message = build_message(sensor.build_context(run, event, storage))
+            except RuntimeError as exc:
+                out.print(f"{header} [red]would fail[/red]: {lit(exc)}")
+                continue
             out.print(f"{header} would post to Slack (nothing is sent):")
             typer.echo(json.dumps(message, indent=2))  # not rich: wrapping would break the JSON
             continue
         outcome = evaluator.react(sensor, sensor_id, event or _placeholder_event(run, sensor), run)
         if outcome.error:
-            out.print(f"{header} [red]would fail[/red]: {outcome.error}")
+            out.print(f"{header} [red]would fail[/red]: {lit(outcome.error)}")
         elif outcome.new_runs:
             for new in outcome.new_runs:
+                config = lit(json.dumps(new.run_config))
                 out.print(
-                    f"{header} would request a run of {new.job_name} with config {json.dumps(new.run_config)}",
-                    markup=False,
+                    f"{header} would request a run of {lit(new.job_name)} with config {config}"
                 )
         elif outcome.state == ReactionState.SKIPPED:
-            out.print(f"{header} would skip: {outcome.skip_message}", markup=False)
+            out.print(f"{header} would skip: {lit(outcome.skip_message)}")
         else:
-            out.print(f"{header} would write: {outcome.write_back}", markup=False)
+            out.print(f"{header} would write: {lit(outcome.write_back)}")
 
 
 def _placeholder_event(run: Any, sensor: Any) -> Any:
@@ -303,7 +312,8 @@ def cursor(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME")],
     set_to: Annotated[
-        int | None, typer.Option("--set", help="Move the cursor to this event id.", min=0)
+        int | None,
+        typer.Option("--set", help="Move the cursor to this event id.", min=0, max=MAX_INT64),
     ] = None,
     from_now: Annotated[
         bool, typer.Option("--from-now", help="Move the cursor to the newest event.")
@@ -325,10 +335,10 @@ def cursor(
     out = render.console()
     if target is not None:
         storage.set_cursor(sensor_state.sensor_id, target)
-        out.print(f"Moved {sensor.name}'s cursor from {sensor_state.cursor} to {target}.")
+        out.print(f"Moved {lit(sensor.name)}'s cursor from {sensor_state.cursor} to {target}.")
         sensor_state = evaluator.state(sensor)
     out.print(
-        f"{sensor.name}: cursor {sensor_state.cursor}, newest event {newest}, "
+        f"{lit(sensor.name)}: cursor {sensor_state.cursor}, newest event {newest}, "
         f"{evaluator.lag(sensor, sensor_state)} {sensor.run_status.value} event(s) waiting"
     )
 
@@ -337,7 +347,7 @@ def cursor(
 def ticks(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_INT64)] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """Show a sensor's recent ticks."""
@@ -348,35 +358,7 @@ def ticks(
     if as_json:
         render.print_json([render.tick_json(t) for t in found])
         return
-    from rich.table import Table
-
-    table = Table(header_style="bold")
-    for column in (
-        "tick",
-        "started",
-        "status",
-        "events",
-        "reactions",
-        "runs",
-        "cursor",
-        "took",
-        "notes",
-    ):
-        table.add_column(column, overflow="fold")
-    for t in found:
-        notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
-        table.add_row(
-            str(t.tick_id),
-            render.local_time(t.started_at),
-            render.styled(t.status.value),
-            str(t.events_scanned),
-            str(t.reactions),
-            str(len(t.run_ids)),
-            f"{t.cursor_before}→{t.cursor_after}",
-            render.duration(t.duration_s),
-            notes,
-        )
-    render.console().print(table)
+    render.console().print(render.ticks_table(found))
 
 
 @sensor_app.command("failures")
@@ -403,13 +385,13 @@ def failures(
         table.add_column(column, overflow="fold")
     for r in found:
         table.add_row(
-            r.sensor,
+            lit(r.sensor),
             str(r.event_id),
             r.run_id[:8],
             str(r.attempts),
             render.styled(r.state.value),
             render.local_time(r.next_attempt_at) if r.next_attempt_at else "-",
-            (r.error or "").strip().splitlines()[-1] if r.error else "",
+            lit(r.error.strip().splitlines()[-1]) if r.error and r.error.strip() else "",
         )
     render.console().print(table)
     render.console().print("Retry parked ones with: runsense sensor retry NAME --all")
@@ -423,7 +405,8 @@ def retry(
         bool, typer.Option("--all", help="Every parked reaction of the sensor.")
     ] = False,
     event: Annotated[
-        int | None, typer.Option("--event", help="Only the reaction to this event id.")
+        int | None,
+        typer.Option("--event", help="Only the reaction to this event id.", min=0, max=MAX_INT64),
     ] = None,
 ) -> None:
     """Queue parked (DEAD) reactions again, with a fresh retry budget."""
@@ -442,8 +425,8 @@ def retry(
             "`runsense sensor failures` lists them",
         )
     if count == 0:
-        render.console().print(f"{name} has no parked reactions; nothing to retry.")
+        render.console().print(f"{lit(name)} has no parked reactions; nothing to retry.")
         return
     render.console().print(
-        f"Queued {count} reaction(s) of {name} for retry; the daemon or `runsense sensor tick {name}` runs them."
+        f"Queued {count} reaction(s) of {lit(name)} for retry; the daemon or `runsense sensor tick {lit(name)}` runs them."
     )
