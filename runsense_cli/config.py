@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .values import check_json
 
 
 class ConfiguredJob(Protocol):
@@ -47,10 +48,16 @@ def _bad_schema_type(value: Any, where: str) -> ConfigError:
     return ConfigError(f"config_schema of {where} uses {value!r}", f"use one of {names}")
 
 
-def validate_run_config(job: ConfiguredJob, run_config: Any) -> dict[str, Any]:
-    """Return the run config if it fits the job's ops; raise ConfigError naming the bad path."""
+def validate_run_config(
+    job: ConfiguredJob, run_config: Any, where: str = "run config"
+) -> dict[str, Any]:
+    """Return the run config if it fits the job's ops; raise ConfigError naming the bad path.
+
+    It is stored as JSON, so it must be JSON first (`values.check_json`; `where` names it).
+    """
     if run_config is None:
         run_config = {}
+    run_config = check_json(run_config, where)
     if not isinstance(run_config, Mapping):
         raise ConfigError(
             f"run config must be a mapping, got {type(run_config).__name__}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .text import safe_str
+
 
 class RunsenseError(Exception):
     """A problem the user can fix: `message` says what is wrong, `hint` how to fix it.
@@ -44,8 +46,10 @@ class SensorBusyError(RunsenseError):
 
 
 def describe(exc: BaseException) -> str:
-    """`ValueError: boom`, or just the class name when the exception has no message."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """`ValueError: boom`, or just the class name when the exception has no message; never
+    raises, and never holds invalid UTF-8, whatever the exception's `__str__` does."""
+    message = safe_str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class LeaseLostError(RunsenseError):

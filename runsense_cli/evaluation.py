@@ -21,13 +21,10 @@ from .jobs import JobDefinition
 from .leases import LEASE_WAIT_S, TickLease
 from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickLog, TickStatus
 from .runs import ErrorInfo, RunEvent, RunRecord
-from .sensors import (
-    PermanentReactionError,
-    RunRequest,
-    RunStatusSensorDefinition,
-    SkipReason,
-)
+from .sensors import PermanentReactionError, RunRequest, RunStatusSensorDefinition, SkipReason
 from .storage import NewRun, PageResult, Storage, WriteBack
+from .text import clean
+from .values import chain_depth, check_tags, short_repr, skip_text
 
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
@@ -281,14 +278,20 @@ class SensorEvaluator:
         except PermanentReactionError as exc:
             return Outcome(ReactionState.DEAD, error=describe(exc), permanent=True)
         except Exception as exc:
-            error = ErrorInfo.from_exception(exc, skip_frames=2)  # from the user's code on
-            return Outcome(ReactionState.RETRYING, error=error.stack.rstrip())
+            # From the user's code on; ErrorInfo cleans invalid UTF-8.
+            stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
+            return Outcome(ReactionState.RETRYING, error=stack)
         try:
-            return self._plan(
-                sensor, sensor_id, run, raw, keys_in_page if keys_in_page is not None else {}
-            )
+            keys = keys_in_page if keys_in_page is not None else {}
+            outcome = self._plan(sensor, sensor_id, run, raw, keys)
         except RunsenseError as exc:
-            return Outcome(ReactionState.DEAD, error=str(exc), permanent=True)
+            return Outcome(ReactionState.DEAD, error=clean(str(exc)), permanent=True)
+        except Exception as exc:  # a returned value odd enough to break the planning itself
+            error = f"sensor '{sensor.name}' returned {short_repr(raw)}: {describe(exc)}"
+            return Outcome(ReactionState.DEAD, error=clean(error), permanent=True)
+        if outcome.skip_message:
+            outcome.skip_message = clean(outcome.skip_message)
+        return outcome
 
     def _plan(
         self,
@@ -305,26 +308,28 @@ class SensorEvaluator:
                 f"{sensor.run_status.value} of run {run.run_id}.",
             )
         if isinstance(raw, SkipReason):
-            return Outcome(ReactionState.SKIPPED, skip_message=raw.skip_message or "skipped")
+            return Outcome(
+                ReactionState.SKIPPED, skip_message=skip_text(raw, sensor.name) or "skipped"
+            )
         items = [raw] if isinstance(raw, RunRequest) else raw
         if not isinstance(items, list) or not all(
             isinstance(i, (RunRequest, SkipReason)) for i in items
         ):
             raise RunsenseError(
-                f"sensor '{sensor.name}' returned {_short_repr(raw)}",
+                f"sensor '{sensor.name}' returned {short_repr(raw)}",
                 "return None, a RunRequest, a SkipReason, or a list of RunRequests",
             )
         requests = [i for i in items if isinstance(i, RunRequest)]
         if not requests:
             reasons = [
-                i.skip_message for i in items if isinstance(i, SkipReason) and i.skip_message
+                m for i in items if isinstance(i, SkipReason) and (m := skip_text(i, sensor.name))
             ]
             return Outcome(
                 ReactionState.SKIPPED, skip_message="; ".join(reasons) or "no run requested"
             )
         outcome = Outcome(ReactionState.SUCCESS)
         new_keys: dict[str, str] = {}
-        depth = int(run.tags.get("runsense/depth", "0") or 0) + 1
+        depth = chain_depth(run.tags) + 1
         root = run.root_run_id or run.run_id
         for request in requests:
             target = self._target(sensor, request)
@@ -334,9 +339,11 @@ class SensorEvaluator:
                     f"requesting '{target.name}' from runs it requested (loop from root run {root})",
                     "make the sensor skip the runs of the jobs it requests",
                 )
-            config = validate_run_config(target, request.run_config)
+            where = f"sensor '{sensor.name}': RunRequest"
+            config = validate_run_config(target, request.run_config, f"{where}.run_config")
+            user_tags = check_tags(request.tags, f"{where}.tags", RunsenseError)
             if request.run_key is not None:
-                key = str(request.run_key)
+                key = clean(str(request.run_key))
                 owner = (
                     new_keys.get(key)
                     or keys_in_page.get(key)
@@ -350,7 +357,7 @@ class SensorEvaluator:
                     outcome.deduped.append(f"run_key '{key}' already requested run {owner}")
                     continue
             run_id = str(uuid.uuid4())
-            tags = {**target.tags, **{str(k): str(v) for k, v in (request.tags or {}).items()}}
+            tags = {**target.tags, **user_tags}
             tags.update(
                 {
                     "runsense/sensor": sensor.name,
@@ -360,9 +367,9 @@ class SensorEvaluator:
                 }
             )
             if request.run_key is not None:
-                tags["runsense/run_key"] = str(request.run_key)
-                new_keys[str(request.run_key)] = run_id
-                outcome.run_keys.append((str(request.run_key), run_id))
+                tags["runsense/run_key"] = key
+                new_keys[key] = run_id
+                outcome.run_keys.append((key, run_id))
             outcome.new_runs.append(
                 NewRun(
                     run_id,
@@ -443,8 +450,3 @@ def _tick_status(reactions: list[tuple[Reaction, RunRecord]]) -> TickStatus:
     if ReactionState.SUCCESS in states:
         return TickStatus.SUCCESS
     return TickStatus.SKIPPED
-
-
-def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import validate_run_config
-from .errors import RunsenseError
+from .errors import RunsenseError, describe
 from .home import database_path
 from .identity import current
 from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import Storage, database_url, open_storage
+from .text import clean, safe_str
+from .values import check_tags
 
 HEARTBEAT_EVERY_S = 10.0
 
@@ -58,7 +60,7 @@ class RunLogger:
         self._on_step = on_step
 
     def _log(self, level: str, message: object, *args: object) -> None:
-        text = str(message) % args if args else str(message)
+        text = clean(safe_str(message) % args) if args else safe_str(message)
         self._storage.append_event(
             self._run, EventType.LOG, text, step_key=self._step_key, level=level
         )
@@ -168,13 +170,36 @@ def execute_run(
     Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops. `on_step`
     only displays progress: if it raises (a terminal that cannot print a character), the run
     goes on without it rather than stopping half-way and staying STARTED. A status move another
-    process already made (a cancel) wins: the run stops where it is.
+    process already made (a cancel) wins: the run stops where it is. Should runsense itself fail
+    mid-run (the storage), the run still ends, as FAILURE.
     """
     started_run = storage.set_run_status(run, RunStatus.STARTED)
     if started_run is None:
         return RunResult(storage.get_run(run.run_id), storage=storage)
-    with Heartbeat(storage, started_run.run_id):
-        return _execute_nodes(storage, job, started_run, _guarded(on_step))
+    try:
+        with Heartbeat(storage, started_run.run_id):
+            return _execute_nodes(storage, job, started_run, _guarded(on_step))
+    except BaseException as exc:
+        _end_unfinished(storage, started_run, exc)
+        raise
+
+
+def _end_unfinished(storage: Storage, run: RunRecord, exc: BaseException) -> None:
+    try:
+        if storage.get_run(run.run_id).is_finished:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            storage.set_run_status(run, RunStatus.CANCELED, "Run canceled (interrupted).")
+        else:
+            storage.set_run_status(
+                run,
+                RunStatus.FAILURE,
+                f'Execution of run for "{run.job_name}" failed: runsense itself raised '
+                f"{describe(exc)}",
+                error=ErrorInfo.from_exception(exc),
+            )
+    except Exception:
+        pass  # the storage is what failed: the original error is the one to report
 
 
 def _execute_nodes(
@@ -308,7 +333,7 @@ def start_run(
     origin: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Create a run that this process executes now (status STARTING, this pid as its worker)."""
-    all_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
+    all_tags = {**job.tags, **check_tags(tags)}
     all_tags.setdefault("runsense/launched_by", launched_by)
     return storage.create_run(
         job.name,
@@ -331,6 +356,7 @@ def execute_in_process(
 ) -> RunResult:
     """`job.execute_in_process`: validate, store and run the job here, like any other run."""
     config = validate_run_config(job, run_config)
+    check_tags(tags)  # before the storage opens: bad input creates nothing
     storage = _shared_storage(home)
     run = start_run(storage, job, config, tags, launched_by="execute_in_process")
     result = execute_run(storage, job, run)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .config import ConfigSchema, check_schema
 from .errors import DefinitionError
+from .values import check_tags
 
 if TYPE_CHECKING:
     from .execution import ExecuteInProcessResult
@@ -150,7 +151,7 @@ class JobDefinition:
     ) -> None:
         self.name = name or fn.__name__
         self.description = description or inspect.getdoc(fn)
-        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.tags = check_tags(tags, f"job '{self.name}': tags", DefinitionError)
         self.location: str = module_location(fn.__module__)
         builder = _JobBuilder(self.name)
         token = _building.set(builder)

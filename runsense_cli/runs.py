@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .text import clean, safe_str
+
 
 class RunStatus(str, enum.Enum):
     """Where a run is in its life; values equal names so they store and print as themselves."""
@@ -113,15 +115,18 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException, skip_frames: int = 0) -> ErrorInfo:
-        """`skip_frames` drops runsense's own calling frames, so a user sees their code first."""
+        """`skip_frames` drops runsense's own calling frames, so a user sees their code first.
+
+        The text is cleaned (invalid UTF-8 as U+FFFD) here, so any error can be stored and shown.
+        """
         import traceback
 
         tb = exc.__traceback__
         for _ in range(skip_frames):
             if tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
-        stack = "".join(traceback.format_exception(type(exc), exc, tb))
-        return cls(type(exc).__name__, str(exc), stack)
+        stack = clean("".join(traceback.format_exception(type(exc), exc, tb)))
+        return cls(clean(type(exc).__name__), safe_str(exc), stack)
 
     def __str__(self) -> str:
         return f"{self.cls_name}: {self.message}" if self.message else self.cls_name

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import secrets
 from .errors import DefinitionError, describe
 from .jobs import JobDefinition
 from .runs import RunStatus
@@ -108,6 +109,18 @@ class _ProportionalJitter:
         return duration * (1 + random.random() / 2)
 
 
+def _quiet_slack_sdk_logs() -> None:
+    """slack_sdk logs a failed request with its raw headers (the token, CR/LF and all) at ERROR,
+    which Python's last-resort handler would print to stderr. runsense reports every Slack error
+    itself, redacted, on the reaction; slack_sdk's own records go nowhere."""
+    import logging
+
+    sdk = logging.getLogger("slack_sdk")
+    if sdk.propagate:
+        sdk.addHandler(logging.NullHandler())
+        sdk.propagate = False
+
+
 def slack_client(
     token: str, timeout_seconds: float = 10.0, retries: int = 2, backoff_seconds: float = 0.5
 ) -> Any:
@@ -128,6 +141,7 @@ def slack_client(
 
     backoff = BackoffRetryIntervalCalculator(backoff_seconds, jitter=_ProportionalJitter())  # type: ignore[arg-type]
     base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    _quiet_slack_sdk_logs()
     return WebClient(
         token=token,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
@@ -227,20 +241,32 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
             )
         return {"channel": self.channel, "text": cut(text, TEXT_LIMIT), "blocks": blocks}
 
+    def preview_message(self, context: RunStatusSensorContext) -> dict[str, Any]:
+        """`build_message` for `runsense sensor preview`: a failing `text_fn` or `blocks_fn`
+        comes back as one RuntimeError line without the token, as it would from a post."""
+        try:
+            return self.build_message(context)
+        except Exception as exc:
+            token = (
+                os.environ.get(self._token.name) if isinstance(self._token, EnvVar) else self._token
+            )
+            raise RuntimeError(secrets.redact(describe(exc), [token])) from None
+
     def _post(self, context: RunStatusSensorContext) -> None:
         token = self._token.get() if isinstance(self._token, EnvVar) else self._token
         try:
             self._send(token, self.build_message(context))
+        except PermanentReactionError as exc:
+            if secrets.contains(str(exc), [token]):
+                raise PermanentReactionError(secrets.redact(str(exc), [token])) from None
+            raise
         except Exception as exc:
             story = "".join(traceback.format_exception(exc))
-            if not token or token not in story:
+            if not secrets.contains(story, [token]):
                 raise
-            # A traceback line of user code that spells the token out (a text_fn on the same
-            # line as the token literal): keep the story, not the token.
-            kind = (
-                PermanentReactionError if isinstance(exc, PermanentReactionError) else RuntimeError
-            )
-            raise kind(story.replace(token, "<redacted>")) from None
+            # The token in any spelling: http.client quoting a CR/LF token, a text_fn line that
+            # spells it out, a proxy echoing it. Keep the story, not the token.
+            raise RuntimeError(secrets.redact(story, [token])) from None
 
     def _send(self, token: str, message: dict[str, Any]) -> None:
         from http.client import HTTPException
@@ -253,7 +279,9 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
         try:
             client.chat_postMessage(**message)
         except SlackApiError as exc:
-            code = str(exc.response.get("error") or "unknown_error")[:200]
+            # Redacted before the cut: a cut token would leave a prefix no search finds.
+            code = secrets.redact(str(exc.response.get("error") or "unknown_error"), [token])
+            code = cut(code, 200)
             if code in PERMANENT_SLACK_ERRORS:
                 raise PermanentReactionError(
                     f"Slack refused the message to {self.channel}: {code}"
@@ -262,8 +290,9 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
                 f"Slack answered HTTP {exc.response.status_code} {code} for {self.channel}"
             ) from None
         except (OSError, HTTPException) as exc:
+            detail = secrets.redact(describe(exc), [token])
             raise RuntimeError(
-                f"could not reach Slack after {self.http_retries + 1} tries: {describe(exc)}"
+                f"could not reach Slack after {self.http_retries + 1} tries: {detail}"
             ) from None
 
     def __repr__(self) -> str:

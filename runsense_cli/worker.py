@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .errors import RunsenseError
+from .errors import RunsenseError, describe
 from .identity import current
 from .runs import ErrorInfo, RunStatus
 from .storage import Storage, open_storage
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
             storage.set_run_status(
                 run,
                 RunStatus.FAILURE,
-                f'Run worker could not load job "{run.job_name}": {exc}',
+                f'Run worker could not load job "{run.job_name}": {describe(exc)}',
                 error=ErrorInfo.from_exception(exc),
             )
             return 1

@@ -63,7 +63,15 @@ def run_with(config_json: str) -> Callable[[Env], list[str]]:
 
 
 def run_with_file(name: str, text: str | None) -> Callable[[Env], list[str]]:
-    return lambda e: [*e.f(), "run", "ok_job", "--config", e.file(name, text)]
+    return run_with_file_for("ok_job", name, text)
+
+
+def run_with_file_for(job: str, name: str, text: str | None) -> Callable[[Env], list[str]]:
+    return lambda e: [*e.f(), "run", job, "--config", e.file(name, text)]
+
+
+HUGE = "99999999999999999999"  # past SQLite's INTEGER range
+NOT_UTF8 = b"\xff".decode("utf-8", "surrogateescape")  # how Python passes such an argv byte
 
 
 def no_project(e: Env) -> list[str]:
@@ -185,6 +193,13 @@ CASES: dict[str, Case] = {
     "unknown run id": Case(
         lambda e: [*e.f(), "runs", "show", "ffffffff"], "no run id starts with 'ffffffff'"
     ),
+    "run id not UTF-8": Case(
+        lambda e: [*e.f(), "runs", "show", NOT_UTF8], "no run id starts with '\ufffd'"
+    ),
+    "preview of a run id not UTF-8": Case(
+        lambda e: [*e.f(), "sensor", "preview", "on_failure", "--run", NOT_UTF8],
+        "no run id starts with '\ufffd'",
+    ),
     "empty run id": Case(lambda e: [*e.f(), "runs", "show", " "], "an empty run id"),
     "preview of an unknown run": Case(
         lambda e: [*e.f(), "sensor", "preview", "on_failure", "--run", "ffff"],
@@ -252,7 +267,75 @@ CASES: dict[str, Case] = {
         lambda e: [*e.f(), "run", "ok_job", "--config-json", "[1]"],
         "--config-json must be a JSON object",
     ),
+    # run config must be JSON: no dates, no NaN or Infinity, bounded nesting
+    "config file with a TOML date": Case(
+        run_with_file_for(
+            "status_reporting_job",
+            "c.toml",
+            "[ops.status_report.config]\njob_name = 2024-01-02\n",
+        ),
+        'c.toml: ops.status_report.config.job_name: a date is not a JSON value (quote it: "2024-01-02")',
+    ),
+    "config file with a TOML nan": Case(
+        run_with_file_for(
+            "status_reporting_job", "c.toml", "[ops.status_report.config]\njob_name = nan\n"
+        ),
+        "c.toml: ops.status_report.config.job_name: nan is not allowed (JSON has no NaN",
+    ),
+    "--config-json with NaN": Case(
+        run_with(report_config('{"job_name": NaN}')),
+        "--config-json: ops.status_report.config.job_name: nan is not allowed",
+    ),
+    "--config-json with -Infinity": Case(
+        run_with(report_config('{"job_name": [1, -Infinity]}')),
+        "--config-json: ops.status_report.config.job_name[1]: -inf is not allowed",
+    ),
+    "--config-json nested 30,000 deep": Case(
+        run_with('{"a": ' + "[" * 30_000 + "]" * 30_000 + "}"),
+        "--config-json: nested more than 100 levels deep (flatten it)",
+    ),
+    "--config-json nested 150 deep": Case(
+        run_with('{"a": ' * 150 + "1" + "}" * 150),
+        "--config-json: a.a.a.a.a.a.a.a.a.a.a.a",
+    ),
+    "config file nested 30,000 deep": Case(
+        run_with_file("deep.json", '{"a": ' + "[" * 30_000 + "]" * 30_000 + "}"),
+        "deep.json: nested more than 100 levels deep",
+    ),
+    # numbers beyond what SQLite stores
+    "--limit huge (runs list)": Case(
+        lambda e: [*e.f(), "runs", "list", "--limit", HUGE],
+        f"Invalid value for '--limit' / '-n': {HUGE} is not in the range 1<=x<=",
+    ),
+    "--limit huge (sensor ticks)": Case(
+        lambda e: [*e.f(), "sensor", "ticks", "on_failure", "--limit", HUGE],
+        f"Invalid value for '--limit' / '-n': {HUGE} is not in the range",
+    ),
+    "--limit huge (sensor preview)": Case(
+        lambda e: [*e.f(), "sensor", "preview", "on_failure", "--limit", HUGE],
+        f"Invalid value for '--limit': {HUGE} is not in the range",
+    ),
+    "--event huge (sensor retry)": Case(
+        lambda e: [*e.f(), "sensor", "retry", "always_raises", "--event", HUGE],
+        f"Invalid value for '--event': {HUGE} is not in the range 0<=x<=",
+    ),
+    "--set huge (sensor cursor)": Case(
+        lambda e: [*e.f(), "sensor", "cursor", "on_failure", "--set", HUGE],
+        f"Invalid value for '--set': {HUGE} is not in the range",
+    ),
+    "--interval huge (daemon)": Case(
+        lambda e: [*e.f(), "daemon", "--interval", "1e300"],
+        "Invalid value for '--interval': 1e+300 is not in the range 0.01<=x<=3600",
+    ),
+    "--page-size huge (daemon)": Case(
+        lambda e: [*e.f(), "daemon", "--page-size", HUGE, "--interval", "1e300"],
+        f"Invalid value for '--page-size': {HUGE} is not in the range",
+    ),
     # other options
+    "reserved --tag": Case(
+        lambda e: [*e.f(), "run", "ok_job", "--tag", "runsense/depth=x"],
+        "--tag 'runsense/depth=x': tags starting with 'runsense/' are runsense's own",
+    ),
     "bad --tag": Case(
         lambda e: [*e.f(), "run", "ok_job", "--tag", "novalue"], "--tag 'novalue' is not key=value"
     ),

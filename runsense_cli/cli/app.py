@@ -14,6 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import ConfigError, RunsenseError
+from ..values import MAX_NESTING, RESERVED_TAG_PREFIX, check_json
 from .app_state import state_of
 from .command import RunsenseCommand
 from .errors import RunsenseGroup
@@ -158,10 +159,16 @@ def _load_run_config(path: Path | None, inline: str | None) -> dict[str, Any]:
                 f"--config-json is not valid JSON: {exc}",
                 "quote it for the shell: --config-json '{...}'",
             ) from None
+        except RecursionError:
+            raise _too_deep("--config-json") from None
         if not isinstance(extra, dict):
             raise ConfigError("--config-json must be a JSON object")
-        config = _merge(config, extra)
+        config = _merge(config, check_json(extra, "--config-json"))
     return config
+
+
+def _too_deep(where: str) -> ConfigError:
+    return ConfigError(f"{where}: nested more than {MAX_NESTING} levels deep", "flatten it")
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -185,6 +192,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise _too_deep(f"config file {path}") from None
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
@@ -192,7 +201,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
+    return check_json(data, f"config file {path}")
 
 
 def _toml_loads(text: str) -> Any:
@@ -231,6 +240,12 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise RunsenseError(f"--tag '{pair}' is not key=value", "e.g. --tag team=data")
+        if key.startswith(RESERVED_TAG_PREFIX):
+            # runsense reads them back (runsense/depth guards against sensor loops).
+            raise RunsenseError(
+                f"--tag '{pair}': tags starting with '{RESERVED_TAG_PREFIX}' are runsense's own",
+                "choose another key",
+            )
         tags[key] = value
     return tags
 
@@ -269,9 +284,9 @@ def jobs(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            row["name"],
-            f" {render.mark('arrow')} ".join(row["ops"]),
-            (row["description"] or "").split("\n")[0],
+            render.lit(row["name"]),
+            render.lit(f" {render.mark('arrow')} ".join(row["ops"])),
+            render.lit((row["description"] or "").split("\n")[0]),
         )
     render.console().print(table)
 
@@ -285,12 +300,16 @@ def daemon(
             metavar="SECONDS",
             help="Longest wait between passes; a change wakes it sooner [default: 0.5].",
             min=0.01,
+            max=3600,
         ),
     ] = None,
     max_concurrent_runs: Annotated[
         int | None,
         typer.Option(
-            metavar="N", help="Run workers at most at once on this machine [default: 4].", min=1
+            metavar="N",
+            help="Run workers at most at once on this machine [default: 4].",
+            min=1,
+            max=10_000,
         ),
     ] = None,
     page_size: Annotated[
@@ -299,6 +318,7 @@ def daemon(
             metavar="N",
             help="Events per committed page (smaller: slow sensors commit sooner).",
             min=1,
+            max=1_000_000,
         ),
     ] = 1000,
 ) -> None:

@@ -11,6 +11,7 @@ from ..evaluation import SensorEvaluator, TickResult
 from ..launcher import DeadRun
 from ..records import SensorStatus
 from ..runs import IN_PROGRESS_STATUSES
+from ..text import clean
 from . import render
 
 
@@ -109,6 +110,7 @@ class LiveReporter:
     def _draw(self) -> None:
         from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         self._last_draw = time.monotonic()
         ev = self.evaluator
@@ -120,7 +122,7 @@ class LiveReporter:
             last = ev.storage.last_tick(state.sensor_id)
             lag = ev.lag(sensor, state) if state.status == SensorStatus.RUNNING else "-"
             sensors.add_row(
-                sensor.name,
+                render.lit(sensor.name),
                 sensor.run_status.value,
                 render.styled(state.status.value),
                 str(lag),
@@ -130,7 +132,8 @@ class LiveReporter:
             )
         running = ev.storage.runs_with_status(IN_PROGRESS_STATUSES, limit=10)
         runs = render.runs_table(running) if running else "No runs in progress."
-        recent = "\n".join(self.recent) or "No reactions yet."
+        # Text, not a markup string: tick lines carry user errors (`wrote [/data/out.csv]`).
+        recent = Text(clean("\n".join(self.recent)) or "No reactions yet.")
         self.live.update(
             Group(sensors, "[bold]Runs in progress[/bold]", runs, "[bold]Recent[/bold]", recent)
         )

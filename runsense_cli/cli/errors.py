@@ -29,6 +29,11 @@ class RunsenseGroup(TyperGroup):
             return super().invoke(ctx)
         except RunsenseError as exc:  # the storage turns every driver error into one of these
             fail(ctx, exc, exc.exit_code)
+        except typer.BadParameter as exc:
+            if type(exc).__name__ == "MissingParameter":
+                raise  # click's usage text shows what is missing
+            # A value out of range (`--limit 99999999999999999999`): one line, like every error.
+            fail(ctx, RunsenseError(exc.format_message()), 2)
 
 
 def fail(ctx: Any, exc: BaseException, code: int) -> None:

@@ -59,9 +59,21 @@ def mark(name: str) -> str:
 
 
 def console(stderr: bool = False) -> Console:
+    """No emoji codes either: `:fire:` in a log line stays `:fire:` (SPEC §13, user text is shown
+    literally); runsense's own markup never uses them."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, emoji=False)
+
+
+def lit(text: object) -> str:
+    """User text (log lines, errors, skip reasons, tags, names) to embed in rich markup: shown
+    as it is, never read as markup (`wrote [/data/out.csv]`), invalid UTF-8 as U+FFFD."""
+    from rich.markup import escape
+
+    from ..text import safe_str
+
+    return escape(safe_str(text))
 
 
 def iso(ts: float | None) -> str | None:
@@ -107,7 +119,23 @@ def styled(status: str) -> str:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    try:
+        text = json.dumps(document, indent=2, default=str, allow_nan=False)
+    except ValueError:  # NaN stored before run config was checked: JSON has no NaN, so null
+        text = json.dumps(_finite(document), indent=2, default=str)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -245,11 +273,11 @@ def runs_table(runs: list[RunRecord]) -> Any:
     for run in runs:
         table.add_row(
             run.run_id[:8],
-            run.job_name,
+            lit(run.job_name),
             styled(run.status.value),
             local_time(run.start_time or run.created_at),
             duration(run.duration),
-            run.trigger,
+            lit(run.trigger),
         )
     return table
 
@@ -267,8 +295,8 @@ def events_table(events: list[RunEvent]) -> Any:
             styled(event.event_type.value.removeprefix("RUN_"))
             if event.is_status_event
             else event.event_type.value,
-            event.step_key or "",
-            event.message,
+            lit(event.step_key or ""),
+            lit(event.message),
         )
     return table
 
@@ -277,18 +305,9 @@ def ticks_table(ticks: list[Tick]) -> Any:
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for column in (
-        "tick",
-        "started",
-        "status",
-        "events",
-        "reactions",
-        "runs",
-        "cursor",
-        "took",
-        "notes",
-    ):
+    for column in ("tick", "started", "status", "events", "reactions", "runs", "cursor", "took"):
         table.add_column(column, overflow="fold")
+    table.add_column("notes", overflow="fold")
     for t in ticks:
         notes = "; ".join(t.errors[:2] or sorted(set(t.skip_reasons))[:2])
         table.add_row(
@@ -300,7 +319,7 @@ def ticks_table(ticks: list[Tick]) -> Any:
             str(len(t.run_ids)),
             f"{t.cursor_before}→{t.cursor_after}",
             duration(t.duration_s),
-            notes,
+            lit(notes),
         )
     return table
 

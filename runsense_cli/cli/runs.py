@@ -7,9 +7,12 @@ from typing import Annotated
 import typer
 
 from ..errors import RunsenseError
+from ..text import clean
+from ..values import MAX_INT64
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
+from .render import lit
 from .state import CliState
 
 runs_app = typer.Typer(
@@ -40,7 +43,10 @@ def list_runs(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", metavar="N", help="At most this many runs.", min=1)
+        int,
+        typer.Option(
+            "--limit", "-n", metavar="N", help="At most this many runs.", min=1, max=MAX_INT64
+        ),
     ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -55,7 +61,8 @@ def list_runs(
 
     wanted = parse_status(status) if status is not None else None
     state = state_of(ctx)
-    runs = state.reader.list_runs(job, wanted, limit)
+    # clean(): an argument that is not UTF-8 (surrogate-escaped) cannot be a query parameter.
+    runs = state.reader.list_runs(clean(job) if job else job, wanted, limit)
     if job is not None and not runs:
         _check_job(state, job)
     if as_json:
@@ -106,7 +113,7 @@ def show_run(
       runsense runs show 534d --json
     """
     storage = state_of(ctx).reader
-    run = storage.find_run(run_id)
+    run = storage.find_run(clean(run_id))
     events = storage.events_for_run(run.run_id)
     reactions = storage.reactions_to_run(run.run_id)
     requested = storage.requested_runs(run.run_id)
@@ -122,7 +129,9 @@ def show_run(
         return
     out = render.console()
     out.print(f"[bold]Run {run.run_id}[/bold]  {render.styled(run.status.value)}")
-    out.print(f"job: {run.job_name}   location: {run.location}   trigger: {run.trigger}")
+    out.print(
+        f"job: {lit(run.job_name)}   location: {lit(run.location)}   trigger: {lit(run.trigger)}"
+    )
     out.print(
         f"started: {render.local_time(run.start_time)}   duration: {render.duration(run.duration)}"
     )
@@ -130,7 +139,8 @@ def show_run(
         out.print(f"parent run: {run.parent_run_id}   root run: {run.root_run_id}")
     user_tags = {k: v for k, v in run.tags.items()}
     if user_tags:
-        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(user_tags.items())))
+        text = ", ".join(f"{k}={v}" for k, v in sorted(user_tags.items()))
+        out.print("tags: " + clean(text), markup=False)
     if run.run_config:
         import json
 
@@ -149,5 +159,5 @@ def show_run(
         out.print(render.runs_table(requested))
     for event in events:
         if event.error and event.step_key:
-            out.print(f"[red]Error in {event.step_key}:[/red]")
-            out.print(event.error.stack.rstrip(), markup=False, highlight=False)
+            out.print(f"[red]Error in {lit(event.step_key)}:[/red]")
+            out.print(clean(event.error.stack.rstrip()), markup=False, highlight=False)

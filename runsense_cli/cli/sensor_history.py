@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import RunsenseError
+from ..values import MAX_INT64
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
@@ -20,7 +21,10 @@ def ticks(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
     limit: Annotated[
-        int, typer.Option("--limit", "-n", metavar="N", help="At most this many ticks.", min=1)
+        int,
+        typer.Option(
+            "--limit", "-n", metavar="N", help="At most this many ticks.", min=1, max=MAX_INT64
+        ),
     ] = 20,
     as_json: JsonOption = False,
 ) -> None:
@@ -78,13 +82,13 @@ def failures(
         table.add_column(column, overflow="fold")
     for r in found:
         table.add_row(
-            r.sensor,
+            render.lit(r.sensor),
             str(r.event_id),
             r.run_id[:8],
             str(r.attempts),
             render.styled(r.state.value),
             render.local_time(r.next_attempt_at) if r.next_attempt_at else "-",
-            render.last_line(r.error),
+            render.lit(render.last_line(r.error)),
         )
     out.print(table)
     waiting: dict[str, int] = {}  # sensor -> failed reactions; --now when any is RETRYING
@@ -111,7 +115,13 @@ def retry(
     ] = False,
     event: Annotated[
         int | None,
-        typer.Option("--event", metavar="EVENT_ID", help="Only the reaction to this event id."),
+        typer.Option(
+            "--event",
+            metavar="EVENT_ID",
+            help="Only the reaction to this event id.",
+            min=0,
+            max=MAX_INT64,
+        ),
     ] = None,
     now: Annotated[
         bool,

@@ -9,9 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import RunsenseError
+from ..text import clean
+from ..values import MAX_INT64
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
+from .render import lit
 from .sensor_group import JsonOption, sensor_app
 
 
@@ -64,10 +67,10 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
             f"{render.styled(last.status.value)} {render.ago(last.started_at)}" if last else "never"
         )
         table.add_row(
-            sensor.name,
+            lit(sensor.name),
             sensor.run_status.value,
             render.styled(sensor_state.status.value),
-            ", ".join(sensor.monitored_names()),
+            lit(", ".join(sensor.monitored_names())),
             str(lag),
             last_text,
         )
@@ -113,19 +116,19 @@ def start(
                 )
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.RUNNING:
-            out.print(f"{sensor.name} is already running.")
+            out.print(f"{lit(sensor.name)} is already running.")
             continue
         cursor = storage.newest_event_id() if from_now else None
         waiting = 0 if from_now else evaluator.lag(sensor, sensor_state)
         storage.set_sensor_status(sensor_state.sensor_id, SensorStatus.RUNNING, cursor=cursor)
         if waiting:
             out.print(
-                f"Started {sensor.name}: {waiting} {sensor.run_status.value} event(s) waiting will be "
+                f"Started {lit(sensor.name)}: {waiting} {sensor.run_status.value} event(s) waiting will be "
                 "handled on its next tick (start with --from-now to skip them)."
             )
         else:
             out.print(
-                f"Started {sensor.name}: it reacts to runs that reach {sensor.run_status.value} from now on."
+                f"Started {lit(sensor.name)}: it reacts to runs that reach {sensor.run_status.value} from now on."
             )
 
 
@@ -152,10 +155,10 @@ def stop(
     for sensor in sensors:
         sensor_state = evaluator.state(sensor)
         if sensor_state.status == SensorStatus.STOPPED:
-            out.print(f"{sensor.name} is already stopped.")
+            out.print(f"{lit(sensor.name)} is already stopped.")
             continue
         evaluator.storage.set_sensor_status(sensor_state.sensor_id, SensorStatus.STOPPED)
-        out.print(f"Stopped {sensor.name} at event {sensor_state.cursor}.")
+        out.print(f"Stopped {lit(sensor.name)} at event {sensor_state.cursor}.")
 
 
 @sensor_app.command("tick", cls=RunsenseCommand)
@@ -170,7 +173,9 @@ def tick(
     ] = False,
     max_concurrent_runs: Annotated[
         int | None,
-        typer.Option(metavar="N", help="Run workers at most at once [default: 4].", min=1),
+        typer.Option(
+            metavar="N", help="Run workers at most at once [default: 4].", min=1, max=10_000
+        ),
     ] = None,
 ) -> None:
     """Tick running sensors once: handle every waiting event, then run what they requested.
@@ -212,14 +217,14 @@ def tick(
         failed |= bool(t.errors)
         requested += t.run_ids
         out.print(
-            f"{sensor.name}: {render.styled(t.status.value)} {dot} {t.events_scanned} event(s), "
+            f"{lit(sensor.name)}: {render.styled(t.status.value)} {dot} {t.events_scanned} event(s), "
             f"{t.reactions} reaction(s), {len(t.run_ids)} run(s) requested {dot} "
             f"{render.duration(t.duration_s)}"
         )
         for reason in sorted(set(t.skip_reasons)):
-            out.print(f"  [yellow]skipped[/yellow]: {reason}", markup=True)
+            out.print(f"  [yellow]skipped[/yellow]: {lit(reason)}")
         for error in t.errors:
-            out.print(f"  [red]failed[/red]: {error}")
+            out.print(f"  [red]failed[/red]: {lit(error)}")
     if requested:
         launcher = state.launcher(max_concurrent_runs)
         if no_wait:
@@ -236,7 +241,7 @@ def tick(
                 nonlocal failed
                 failed |= not run.is_success
                 out.print(
-                    f"  run {run.run_id[:8]} {run.job_name} {render.styled(run.status.value)} "
+                    f"  run {run.run_id[:8]} {lit(run.job_name)} {render.styled(run.status.value)} "
                     f"in {render.duration(run.duration)}"
                 )
 
@@ -263,7 +268,8 @@ def preview(
         typer.Option("--run", metavar="RUN_ID", help="Evaluate against this past run."),
     ] = None,
     limit: Annotated[
-        int, typer.Option(metavar="N", help="At most this many waiting events.", min=1)
+        int,
+        typer.Option(metavar="N", help="At most this many waiting events.", min=1, max=MAX_INT64),
     ] = 20,
 ) -> None:
     """Evaluate a sensor without storing anything (its function really runs).
@@ -290,7 +296,7 @@ def preview(
     sensor_state = storage.sensor_state(evaluator.location, sensor.name)
     err = render.console(stderr=True)
     if run_id is not None:
-        run = storage.find_run(run_id)
+        run = storage.find_run(clean(run_id))
         event = storage.status_event_for_run(run.run_id, sensor.event_type)
         if event is None:
             err.print(
@@ -303,10 +309,11 @@ def preview(
             sensor.event_types, cursor, sensor.scope(evaluator.location), limit
         )
         pairs = list(page)
-    build_message = getattr(sensor, "build_message", None)
+    build_message = getattr(sensor, "preview_message", None)
     if not pairs:
         err.print(
-            f"No {sensor.run_status.value} events waiting for {sensor.name}; use --run RUN_ID to try a past run."
+            f"No {sensor.run_status.value} events waiting for {lit(sensor.name)}; use --run RUN_ID"
+            " to try a past run."
         )
         if build_message is not None:
             typer.echo("[]")  # still one JSON document on stdout
@@ -320,29 +327,35 @@ def preview(
     if build_message is not None:
         messages = []
         for event, run in pairs:
-            err.print(
-                f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}): "
-                "would post this to Slack (nothing is sent):"
-            )
-            messages.append(build_message(sensor.build_context(run, event, storage)))
+            header = f"run {run.run_id[:8]} ({lit(run.job_name)}, {run.status.value}):"
+            try:
+                messages.append(build_message(sensor.build_context(run, event, storage)))
+            except RuntimeError as exc:  # a text_fn that raises; the message is redacted
+                err.print(f"{header} [red]would fail[/red]: {lit(exc)}")
+                continue
+            err.print(f"{header} would post this to Slack (nothing is sent):")
+        if not messages:
+            if run_id is None:
+                typer.echo("[]")  # still one JSON document on stdout
+            return
         # Plain JSON, not rich (wrapping would break it), alone on stdout so it pipes.
         typer.echo(json.dumps(messages[0] if run_id is not None else messages, indent=2))
         return
     for event, run in pairs:
-        header = f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}):"
+        header = f"run {run.run_id[:8]} ({lit(run.job_name)}, {run.status.value}):"
         outcome = evaluator.react(sensor, sensor_id, event or _placeholder_event(run, sensor), run)
         if outcome.error:
-            out.print(f"{header} [red]would fail[/red]: {outcome.error}")
+            out.print(f"{header} [red]would fail[/red]: {lit(outcome.error)}")
         elif outcome.new_runs:
             for new in outcome.new_runs:
+                config = lit(json.dumps(new.run_config))
                 out.print(
-                    f"{header} would request a run of {new.job_name} with config {json.dumps(new.run_config)}",
-                    markup=False,
+                    f"{header} would request a run of {lit(new.job_name)} with config {config}"
                 )
         elif outcome.state == ReactionState.SKIPPED:
-            out.print(f"{header} would skip: {outcome.skip_message}", markup=False)
+            out.print(f"{header} would skip: {lit(outcome.skip_message)}")
         else:
-            out.print(f"{header} would write: {outcome.write_back}", markup=False)
+            out.print(f"{header} would write: {lit(outcome.write_back)}")
 
 
 def _placeholder_event(run: Any, sensor: Any) -> Any:
@@ -357,7 +370,13 @@ def cursor(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
     set_to: Annotated[
         int | None,
-        typer.Option("--set", metavar="EVENT_ID", help="Move the cursor to this event id.", min=0),
+        typer.Option(
+            "--set",
+            metavar="EVENT_ID",
+            help="Move the cursor to this event id.",
+            min=0,
+            max=MAX_INT64,
+        ),
     ] = None,
     from_now: Annotated[
         bool, typer.Option("--from-now", help="Move the cursor to the newest event.")
@@ -385,9 +404,9 @@ def cursor(
     out = render.console()
     if target is not None:
         storage.set_cursor(sensor_state.sensor_id, target)
-        out.print(f"Moved {sensor.name}'s cursor from {sensor_state.cursor} to {target}.")
+        out.print(f"Moved {lit(sensor.name)}'s cursor from {sensor_state.cursor} to {target}.")
         sensor_state = evaluator.state(sensor)
     out.print(
-        f"{sensor.name}: cursor {sensor_state.cursor}, newest event {newest}, "
+        f"{lit(sensor.name)}: cursor {sensor_state.cursor}, newest event {newest}, "
         f"{evaluator.lag(sensor, sensor_state)} {sensor.run_status.value} event(s) waiting"
     )
