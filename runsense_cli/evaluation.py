@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .config import validate_run_config
@@ -19,6 +18,7 @@ from .errors import RunsenseError, describe
 from .instance import RunsenseInstance
 from .jobs import JobDefinition
 from .leases import LEASE_WAIT_S, TickLease
+from .outcomes import Outcome, TickResult
 from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickLog, TickStatus
 from .runs import ErrorInfo, RunEvent, RunRecord
 from .sensors import PermanentReactionError, RunRequest, RunStatusSensorDefinition, SkipReason
@@ -29,35 +29,6 @@ from .values import chain_depth, check_tags, short_repr, skip_text
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
 MAX_RETRY_DELAY_S = 15 * 60
-
-
-@dataclass
-class Outcome:
-    """What one call of a sensor's function amounts to, before anything is stored."""
-
-    state: ReactionState
-    new_runs: list[NewRun] = field(default_factory=list)
-    run_keys: list[tuple[str, str]] = field(default_factory=list)
-    skip_message: str | None = None
-    error: str | None = None
-    write_back: str | None = None
-    permanent: bool = False
-    deduped: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-
-@dataclass
-class TickResult:
-    sensor: str
-    tick: Tick
-    reactions: list[tuple[Reaction, RunRecord]] = field(default_factory=list)
-
-    @property
-    def requested_run_ids(self) -> list[str]:
-        return self.tick.run_ids
 
 
 class SensorEvaluator:
