@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -498,3 +499,51 @@ def test_a_sensor_monitoring_a_whole_location_sees_every_job_of_it(storage):
     }
     reactions = evaluator.storage.reactions_for(evaluator.state(by_selector).sensor_id)
     assert {r.state for r in reactions} == {ReactionState.SUCCESS}
+
+
+DEFAULT_STATUS = """
+from runsense_cli import DefaultSensorStatus, Definitions, RunStatus, job, op, run_status_sensor
+
+@op
+def one():
+    return 1
+
+@job
+def a_job():
+    one()
+
+@run_status_sensor(run_status=RunStatus.SUCCESS, default_status=DefaultSensorStatus.{status})
+def watcher(context):
+    return None
+
+defs = Definitions(jobs=[a_job], sensors=[watcher])
+"""
+
+
+def test_default_status_follows_the_code_until_a_person_starts_or_stops_it(project):
+    """Dagster's rule: the stored status wins only once `sensor start`/`stop` set it, and
+    `sensor reset` hands it back to the code; the cursor still starts when the sensor does."""
+
+    runner = CliRunner()
+    path = project(DEFAULT_STATUS.format(status="RUNNING"), name="status_defs")
+
+    def status() -> str:
+        result = runner.invoke(app, ["-f", str(path), "sensor", "list", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)[0]["status"]
+
+    def rewrite(default: str) -> None:
+        path.write_text(DEFAULT_STATUS.format(status=default))
+        sys.modules.pop("status_defs", None)
+
+    assert status() == "RUNNING"
+    rewrite("STOPPED")
+    assert status() == "STOPPED"  # the deployment turned it off in code
+    assert runner.invoke(app, ["-f", str(path), "sensor", "start", "watcher"]).exit_code == 0
+    assert status() == "RUNNING"  # pinned by a person
+    rewrite("RUNNING")
+    rewrite("STOPPED")
+    assert status() == "RUNNING"
+    reset = runner.invoke(app, ["-f", str(path), "sensor", "reset", "watcher"])
+    assert reset.exit_code == 0 and "follows its code again: STOPPED" in reset.stdout
+    assert status() == "STOPPED"

@@ -98,11 +98,10 @@ def start(
     """
     import os
 
-    from ..records import SensorStatus
+    from ..sensor_control import start_sensor
 
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
-    storage = evaluator.storage
     out = render.console()
     err = render.console(stderr=True)
     for sensor in sensors:
@@ -114,13 +113,13 @@ def start(
                     markup=False,
                     soft_wrap=True,  # one line, however narrow the terminal
                 )
-        sensor_state = evaluator.state(sensor)
-        if sensor_state.status == SensorStatus.RUNNING:
-            out.print(f"{lit(sensor.name)} is already running.")
+        change = start_sensor(evaluator, sensor, from_now=from_now)
+        waiting = change.waiting
+        if not change.changed:
+            out.print(
+                f"{lit(sensor.name)} is already running (and now stays so whatever its code says)."
+            )
             continue
-        cursor = storage.newest_event_id() if from_now else None
-        waiting = 0 if from_now else evaluator.lag(sensor, sensor_state)
-        storage.set_sensor_status(sensor_state.sensor_id, SensorStatus.RUNNING, cursor=cursor)
         if waiting:
             out.print(
                 f"Started {lit(sensor.name)}: {waiting} {sensor.run_status.value} event(s) waiting will be "
@@ -147,18 +146,48 @@ def stop(
       runsense sensor stop report_status_sensor
       runsense sensor stop --all
     """
-    from ..records import SensorStatus
+    from ..sensor_control import stop_sensor
 
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
     out = render.console()
     for sensor in sensors:
-        sensor_state = evaluator.state(sensor)
-        if sensor_state.status == SensorStatus.STOPPED:
-            out.print(f"{lit(sensor.name)} is already stopped.")
+        change = stop_sensor(evaluator, sensor)
+        if not change.changed:
+            out.print(
+                f"{lit(sensor.name)} is already stopped (and now stays so whatever its code says)."
+            )
             continue
-        evaluator.storage.set_sensor_status(sensor_state.sensor_id, SensorStatus.STOPPED)
-        out.print(f"Stopped {lit(sensor.name)} at event {sensor_state.cursor}.")
+        out.print(f"Stopped {lit(sensor.name)} at event {change.cursor}.")
+
+
+@sensor_app.command("reset", cls=RunsenseCommand)
+def reset(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to reset.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Reset every sensor.")] = False,
+) -> None:
+    """Hand a sensor's status back to its code: it runs or stops as its `default_status` says,
+    until the next `sensor start` or `sensor stop` (Dagster's "reset sensor status").
+
+    \b
+    Examples:
+      runsense sensor reset report_status_sensor
+      runsense sensor reset --all
+    """
+    from ..sensor_control import reset_sensor
+
+    sensors = _pick(ctx, names, all_)
+    evaluator = state_of(ctx).evaluator
+    out = render.console()
+    for sensor in sensors:
+        change = reset_sensor(evaluator, sensor)
+        out.print(
+            f"{lit(sensor.name)} follows its code again: {change.now.value}"
+            + (f" (was {change.was.value})." if change.changed else ".")
+        )
 
 
 @sensor_app.command("tick", cls=RunsenseCommand)
