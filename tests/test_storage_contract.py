@@ -381,3 +381,29 @@ def test_db_copy_from_the_cli_moves_a_sqlite_home_to_postgresql(home, pg_url, pr
     assert (run["job_name"], run["status"]) == ("hello_job", "SUCCESS")
     again = subprocess.run([*command, "db", "copy", pg_url], capture_output=True, text=True)
     assert again.returncode == 2 and "is not empty" in again.stderr
+
+
+def test_a_command_waits_out_a_database_outage_saying_so_once(pg_url, pg_server, project, home):
+    """SPEC §10: a command that cannot reach the database retries with back-off, says so in one
+    line, and carries on when the server is back; the URL's password never shows."""
+    import subprocess
+    import sys
+
+    with open_storage(url=pg_url) as storage:
+        storage.create_run("job", "loc")
+    secret_url = pg_url.replace("@", ":s3cret-pw@", 1)
+    pg_server.stop()
+    try:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "runsense_cli", "--database-url", secret_url, "runs", "list"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2.0)
+    finally:
+        pg_server.start()
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 0, err
+    assert err.count("database unreachable, retrying") == 1 and "s3cret-pw" not in out + err
+    assert "job" in out
