@@ -153,8 +153,11 @@ def test_kill_9_at_random_moments_during_a_drain_loses_and_doubles_nothing(
     killing = time.monotonic() - began
     drained_by_kills, _ = _progress(home)
 
+    started_before = log.read_text().count("daemon started")
     daemon = start_daemon(home, path, log, *DAEMON_ARGS)
     try:
+        # Until it has started, a SIGTERM is Python's default action, not the daemon's stop.
+        wait_for_log(log, "daemon started", count=started_before + 1)
         wait_until(lambda: _lag(home) == 0, timeout=120, every=0.2, what="the drain to finish")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=5) == 0
