@@ -109,16 +109,34 @@ class _ProportionalJitter:
         return duration * (1 + random.random() / 2)
 
 
-def _quiet_slack_sdk_logs() -> None:
-    """slack_sdk logs a failed request with its raw headers (the token, CR/LF and all) at ERROR,
-    which Python's last-resort handler would print to stderr. runsense reports every Slack error
-    itself, redacted, on the reaction; slack_sdk's own records go nowhere."""
+class _RedactingFilter:
+    """Redacts every token runsense has handed to slack_sdk from slack_sdk's log records, which
+    quote raw request headers (the token, CR/LF and all)."""
+
+    def __init__(self) -> None:
+        self.tokens: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        record.msg, record.args = secrets.redact(message, self.tokens), None
+        return True
+
+
+_REDACT = _RedactingFilter()
+
+
+def _sdk_logger(token: str) -> Any:
+    """slack_sdk's logger for our clients: redacted, and silent unless the user configures
+    logging (a NullHandler keeps Python's last-resort handler from printing its ERROR lines;
+    runsense reports every Slack error itself, on the reaction)."""
     import logging
 
-    sdk = logging.getLogger("slack_sdk")
-    if sdk.propagate:
-        sdk.addHandler(logging.NullHandler())
-        sdk.propagate = False
+    _REDACT.tokens.add(token)
+    logger = logging.getLogger("runsense.slack_sdk")
+    if not logger.filters:
+        logger.addFilter(_REDACT)
+        logger.addHandler(logging.NullHandler())
+    return logger
 
 
 def slack_client(
@@ -141,9 +159,9 @@ def slack_client(
 
     backoff = BackoffRetryIntervalCalculator(backoff_seconds, jitter=_ProportionalJitter())  # type: ignore[arg-type]
     base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    _quiet_slack_sdk_logs()
     return WebClient(
         token=token,
+        logger=_sdk_logger(token),
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         timeout=timeout_seconds,  # type: ignore[arg-type]  # urllib takes float seconds
         retry_handlers=[
