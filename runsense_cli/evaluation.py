@@ -111,6 +111,7 @@ class SensorEvaluator:
         try:
             return self._tick_locked(sensor, lease, should_stop or (lambda: False))
         finally:
+            lease.close()
             self.storage.release_lease(state.sensor_id, token)
 
     def _tick_locked(
@@ -119,9 +120,12 @@ class SensorEvaluator:
         lease: TickLease,
         should_stop: Callable[[], bool],
     ) -> TickResult:
-        # Re-read inside the lease: another process may have moved the cursor meanwhile.
+        # Re-read inside the lease: another process may have moved the cursor, or stopped the
+        # sensor, between the caller's look and the lease.
         state = self.storage.sensor_state(self.location, sensor.name)
         assert state is not None
+        if state.status != SensorStatus.RUNNING:
+            return TickResult(sensor.name, Tick(0, sensor.name, TickStatus.SKIPPED, self.clock()))
         started = self.clock()
         started_perf = time.perf_counter()
         tick = Tick(

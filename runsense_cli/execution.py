@@ -282,8 +282,11 @@ class Heartbeat:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
+    _active: set[str] = set()  # noqa: RUF012 - one beat per run in this process
+
     def __enter__(self) -> Heartbeat:
-        if self.storage.needs_heartbeats:
+        if self.storage.needs_heartbeats and self.run_id not in Heartbeat._active:
+            Heartbeat._active.add(self.run_id)
             self.thread = threading.Thread(
                 target=self._beat, name="runsense-heartbeat", daemon=True
             )
@@ -292,16 +295,20 @@ class Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        if self.thread is not None:
+            Heartbeat._active.discard(self.run_id)
 
     def _beat(self) -> None:
         beats: Storage | None = None
         try:
-            while not self.stop.wait(self.every):
+            wait = self.every
+            while not self.stop.wait(wait):
                 try:
                     beats = beats or self.storage.reopen()
                     beats.heartbeat_runs([self.run_id])
+                    wait = self.every
                 except Exception:
-                    pass  # the next beat tries again; a missed one is what the timeout allows
+                    wait = 1.0  # soon again: a missed beat eats into the others' patience
         finally:
             if beats is not None:
                 beats.close()

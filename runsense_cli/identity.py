@@ -1,10 +1,12 @@
 """Who a process is, in a way that survives pid reuse and other machines (SPEC §10, guarantee 6).
 
-A daemon, launcher or run worker is known by `node/pid/start`: the node name (`RUNSENSE_NODE`,
-default the host name), its pid, and the kernel's start time of that pid (clock ticks since boot,
-from `/proc`). A pid that was reused by a later process has another start time, so it does not
-keep a dead run "alive". On the process's own node liveness is checked at once; elsewhere only a
-heartbeat older than the timeout can say it is gone.
+A daemon, launcher or run worker is known by `node/pid/start/space`: the node name
+(`RUNSENSE_NODE`, default the host name), its pid, the kernel's start time of that pid (clock
+ticks since boot, from `/proc`), and the pid space it lives in (boot id and pid namespace). A pid
+reused by a later process has another start time, so it does not keep a dead run "alive"; a
+container that shares the host's name but not its pids has another space, so it is judged like a
+remote machine. Liveness is checked at once in our own pid space; elsewhere only a heartbeat
+older than the timeout can say a process is gone.
 """
 
 from __future__ import annotations
@@ -31,34 +33,54 @@ def process_start(pid: int) -> str:
     return fields[19].decode() if len(fields) > 19 else ""
 
 
+@cache
+def pid_space() -> str:
+    """This boot and pid namespace: pids mean the same process only within one of these."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+    except OSError:
+        boot = ""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{boot[:8]}:{namespace.strip('pid:[]')}" if boot or namespace else ""
+
+
 @dataclass(frozen=True)
 class ProcessId:
     node: str
     pid: int
     start: str = ""
+    space: str = ""
 
     def __str__(self) -> str:
-        return f"{self.node}/{self.pid}/{self.start}"
+        return f"{self.node}/{self.pid}/{self.start}/{self.space}"
 
     @classmethod
     def parse(cls, text: str | None) -> ProcessId | None:
         if not text:
             return None
-        node, _, rest = text.rpartition("/")
-        node, _, pid = node.rpartition("/")
+        parts = text.rsplit("/", 3)
         try:
-            return cls(node, int(pid), rest)
+            if len(parts) == 4:
+                return cls(parts[0], int(parts[1]), parts[2], parts[3])
+            if len(parts) == 3:  # written before identities had a pid space
+                return cls(parts[0], int(parts[1]), parts[2])
         except ValueError:
-            return None
+            pass
+        return None
 
     @classmethod
     def of(cls, pid: int | None = None) -> ProcessId:
+        """A process of this pid space (ours, or a child we just started)."""
         pid = os.getpid() if pid is None else pid
-        return cls(node_name(), pid, process_start(pid))
+        return cls(node_name(), pid, process_start(pid), pid_space())
 
     @property
     def local(self) -> bool:
-        return self.node == node_name()
+        return self.node == node_name() and (not self.space or self.space == pid_space())
 
     def alive(self) -> bool | None:
         """True or False on this process's own node; None elsewhere (ask its heartbeat)."""

@@ -58,6 +58,11 @@ class RunLauncher:
         # Exit codes of reaped children until fail_dead_runs has looked at their runs; cleared
         # on every look, so it never grows with the number of runs launched.
         self._exit_codes: dict[str, int] = {}
+        # Remote runs: the heartbeat last seen and when it was first seen (this process's
+        # clock), so a run is failed only after its beat stood still for a whole timeout while
+        # this launcher was watching, never because the database was away for a while.
+        self._beats: dict[str, tuple[float | None, float]] = {}
+        self._generation = storage.connection_generation
 
     def launch_queued(self, run_ids: set[str] | None = None) -> list[str]:
         """Claim and start queued runs (oldest first, or only `run_ids`) while there is room."""
@@ -74,12 +79,16 @@ class RunLauncher:
         started: list[str] = []
         for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
             try:
-                self.children[run.run_id] = self._spawn(run.run_id, token)
+                child = self._spawn(run.run_id, token)
             except OSError as exc:
                 self.storage.set_run_status(
                     run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
                 )
                 continue
+            self.children[run.run_id] = child
+            # From here the run lives or dies with this process, not with the launcher (a
+            # `sensor tick --no-wait` exits at once; a daemon may be stopped or killed).
+            self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
             started.append(run.run_id)
         return started
 
@@ -128,11 +137,15 @@ class RunLauncher:
         self.reap()
         dead: list[DeadRun] = []
         in_progress = self.storage.runs_with_status(IN_PROGRESS_STATUSES)
-        now = self.storage.db_time() if any(not _is_local(r) for r in in_progress) else 0.0
+        if self.storage.connection_generation != self._generation:
+            self._beats.clear()  # beats missed while the database was away prove nothing
+            self._generation = self.storage.connection_generation
+        watching = {run.run_id for run in in_progress}
+        self._beats = {k: v for k, v in self._beats.items() if k in watching}
         for run in in_progress:
             if run.run_id in self.children:
                 continue
-            reason = self._why_dead(run, now)
+            reason = self._why_dead(run)
             if reason is None:
                 continue
             failed = self.storage.set_run_status(
@@ -146,7 +159,7 @@ class RunLauncher:
         self._exit_codes.clear()  # the rest belong to runs that finished properly
         return dead
 
-    def _why_dead(self, run: RunRecord, now: float) -> str | None:
+    def _why_dead(self, run: RunRecord) -> str | None:
         code = self._exit_codes.get(run.run_id)
         if code is not None:
             return _death_reason(run.worker_pid, code)
@@ -155,7 +168,7 @@ class RunLauncher:
             alive = worker.alive()
             if alive is False:
                 return f"Run worker (pid {worker.pid}) is gone and the run never finished."
-            if alive is None and self._stale(run, now):
+            if alive is None and self._stale(run):
                 return (
                     f"Run worker (pid {worker.pid} on {worker.node}) sent no heartbeat for over"
                     f" {self.heartbeat_timeout:g} s."
@@ -167,20 +180,28 @@ class RunLauncher:
                 return None
             return f"Run worker (pid {run.worker_pid}) is gone and the run never finished."
         launcher = ProcessId.parse(run.launcher)
-        if launcher is None or str(launcher) == self.identity:
+        if launcher is None:
             return None
+        if str(launcher) == self.identity:
+            # Claimed here, yet no child of ours runs it: the claim's commit answer was lost, so
+            # no worker was ever started for it.
+            return "It was claimed, but no run worker was started for it."
         alive = launcher.alive()
         if alive is False:
             return f"Its launcher (pid {launcher.pid}) died before a run worker started."
-        if alive is None and self._stale(run, now):
+        if alive is None and self._stale(run):
             return (
                 f"Its launcher on {launcher.node} started no run worker within"
                 f" {self.heartbeat_timeout:g} s."
             )
         return None
 
-    def _stale(self, run: RunRecord, now: float) -> bool:
-        return run.heartbeat_at is not None and now - run.heartbeat_at > self.heartbeat_timeout
+    def _stale(self, run: RunRecord) -> bool:
+        seen = self._beats.get(run.run_id)
+        if seen is None or seen[0] != run.heartbeat_at:
+            self._beats[run.run_id] = (run.heartbeat_at, time.monotonic())
+            return False
+        return time.monotonic() - seen[1] > self.heartbeat_timeout
 
     def running_count(self) -> int:
         self.reap()
@@ -213,10 +234,6 @@ class RunLauncher:
 def _node_of(identity: str | None) -> str | None:
     parsed = ProcessId.parse(identity)
     return parsed.node if parsed else None
-
-
-def _is_local(run: RunRecord) -> bool:
-    return _node_of(run.worker or run.launcher) in (node_name(), None)
 
 
 def _death_reason(pid: int | None, code: int) -> str:

@@ -19,7 +19,10 @@ KNOWN: dict[str, tuple[type | tuple[type, ...], str]] = {
     "database_url": (str, "a postgresql:// or sqlite:/// URL"),
     "interval": ((int, float), "seconds between daemon passes, > 0"),
     "max_concurrent_runs": (int, "run workers at most at once on one machine, >= 1"),
-    "heartbeat_timeout": ((int, float), "seconds without a heartbeat before a run is failed, > 0"),
+    "heartbeat_timeout": (
+        (int, float),
+        "seconds without a heartbeat before a run is failed, >= 30 (workers beat every 10 s)",
+    ),
 }
 
 
@@ -61,8 +64,10 @@ def check_settings(values: Any, source: Path, section: str) -> dict[str, Any]:
             raise ProjectError(f"{where}: unknown setting '{key}'", f"known settings: {known}")
         kind, what = KNOWN[key]
         ok = isinstance(value, kind) and not isinstance(value, bool)
-        if ok and key in ("interval", "heartbeat_timeout"):
+        if ok and key == "interval":
             ok = value > 0
+        if ok and key == "heartbeat_timeout":
+            ok = value >= 30
         if ok and key == "max_concurrent_runs":
             ok = value >= 1
         if not ok:

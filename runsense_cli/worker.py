@@ -7,7 +7,7 @@ import sys
 
 from .errors import RunsenseError, describe
 from .identity import current
-from .runs import ErrorInfo, RunStatus
+from .runs import ErrorInfo, RunRecord, RunStatus
 from .storage import Storage, open_storage
 
 USAGE = "usage: python -m runsense_cli _worker RUN_ID [--home DIR] --claim TOKEN"
@@ -37,20 +37,27 @@ def main(argv: list[str]) -> int:
         run = storage.register_worker(run_id, token, str(current()))
         if run is None:
             return 0
-        try:
-            job = _load_job(storage, run_id, run.job_name)
-        except BaseException as exc:
-            storage.set_run_status(
-                run,
-                RunStatus.FAILURE,
-                f'Run worker could not load job "{run.job_name}": {describe(exc)}',
-                error=ErrorInfo.from_exception(exc),
-            )
-            return 1
-        from .execution import execute_run
+        from .execution import Heartbeat
 
-        result = execute_run(storage, job, run)
-        return 0 if result.success else 1
+        with Heartbeat(storage, run_id):  # from now on: loading a big project takes time too
+            return _load_and_execute(storage, run)
+
+
+def _load_and_execute(storage: Storage, run: RunRecord) -> int:
+    from .execution import execute_run
+
+    try:
+        job = _load_job(storage, run.run_id, run.job_name)
+    except BaseException as exc:
+        storage.set_run_status(
+            run,
+            RunStatus.FAILURE,
+            f'Run worker could not load job "{run.job_name}": {describe(exc)}',
+            error=ErrorInfo.from_exception(exc),
+        )
+        return 1
+    result = execute_run(storage, job, run)
+    return 0 if result.success else 1
 
 
 def _load_job(storage: Storage, run_id: str, job_name: str):

@@ -1213,3 +1213,24 @@ def test_a_sensor_error_traceback_starts_in_user_code(storage):
     assert "in breaks" in reaction.error and "KeyError: 'missing'" in reaction.error
     assert "runsense_cli/evaluation.py" not in reaction.error
     assert "runsense_cli/sensors.py" not in reaction.error
+
+
+def test_a_sensor_call_slower_than_the_lease_keeps_it(storage, monkeypatch):
+    """A call longer than the lease (a Slack post waiting out a rate limit) must not let another
+    daemon take the sensor and start the same page: the lease is kept alive while it runs."""
+    monkeypatch.setenv("RUNSENSE_LEASE_TTL", "0.3")
+    stolen: list[bool] = []
+    ids: dict[str, int] = {}
+
+    @run_failure_sensor
+    def slow(context):
+        time.sleep(1.0)
+        with storage.reopen() as other:
+            stolen.append(other.acquire_lease(ids["sensor"], "thief", 15, "elsewhere/1/1/x"))
+
+    defs = Definitions(jobs=[failing_job], sensors=[slow])
+    evaluator = started(storage, defs, slow)
+    ids["sensor"] = evaluator.state(slow).sensor_id
+    run(storage, failing_job)
+    result = evaluator.tick(slow)
+    assert stolen == [False] and result.tick.reactions == 1

@@ -200,10 +200,13 @@ def test_a_user_command_during_a_drain_wins_at_the_next_page(
         )
         assert cli(home, proj, *args).returncode == 0
         [(set_to,)] = query(home, "SELECT cursor FROM sensors WHERE name = 'slow'")
-        time.sleep(1.0)
-        settled = len(calls(tmp_path))
-        time.sleep(0.5)
-        assert len(calls(tmp_path)) == settled, "the drain kept going"
+        # The page in flight finishes; then no call for a whole second (a drain that kept going
+        # would call every 20 ms until all 150 events were handled).
+        last, quiet_since = len(calls(tmp_path)), time.monotonic()
+        while time.monotonic() - quiet_since < 1.0:
+            time.sleep(0.1)
+            if (now := len(calls(tmp_path))) != last:
+                last, quiet_since = now, time.monotonic()
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -240,3 +243,59 @@ def test_a_worker_that_dies_before_confirming_its_claim_fails_its_run_once(home)
         assert "exited with code 3 before the run finished" in dead.reason
         assert launcher.launch_queued() == []  # not relaunched, ever
         assert storage.get_run(run.run_id).status == RunStatus.FAILURE
+
+
+LAUNCH_ONCE = """
+import sys
+from pathlib import Path
+from runsense_cli.launcher import RunLauncher
+from runsense_cli.storage import open_storage
+
+home = Path(sys.argv[1])
+RunLauncher(open_storage(home), home, 3).launch_queued()  # then exit, like `sensor tick --no-wait`
+"""
+
+
+def test_a_launcher_that_exits_at_once_leaves_its_run_to_its_worker(home, proj):
+    """Review finding: a run STARTING with no registered worker was judged by its launcher, so
+    a `sensor tick --no-wait` that exits at once got its runs failed by the daemon."""
+    ref = find_project(file=str(proj))
+    with open_storage(home) as storage:
+        run = storage.create_run(
+            "nap_job", ref.location, status=RunStatus.QUEUED, origin=ref.to_origin()
+        )
+        launcher_process = subprocess.run(
+            [sys.executable, "-c", LAUNCH_ONCE, str(home)], env=env_for(home), timeout=60
+        )
+        assert launcher_process.returncode == 0
+        daemon = RunLauncher(storage, home)
+        deadline = time.monotonic() + 30
+        while not storage.get_run(run.run_id).is_finished and time.monotonic() < deadline:
+            assert daemon.fail_dead_runs() == []
+            time.sleep(0.02)
+        assert storage.get_run(run.run_id).status == RunStatus.SUCCESS
+
+
+def test_a_process_of_another_pid_space_is_judged_by_its_heartbeat():
+    """Review finding: a container sharing the host's name but not its pids."""
+    me = ProcessId.of()
+    assert ProcessId(me.node, me.pid, me.start, "other-boot:4026531999").alive() is None
+
+
+def test_a_remote_run_fails_only_after_its_beat_stood_still_while_watched(home):
+    with open_storage(home) as storage:
+        run = storage.create_run(
+            "job", "loc", status=RunStatus.STARTING, worker="far-away/7/1/x", now=1.0
+        )
+        storage.set_run_status(run, RunStatus.STARTED)
+        storage.heartbeat_runs([run.run_id])  # an old beat is not yet a dead worker
+        launcher = RunLauncher(storage, home, heartbeat_timeout=0.3)
+        assert launcher.fail_dead_runs() == []
+        time.sleep(0.2)
+        storage.heartbeat_runs([run.run_id])  # it beats: the clock starts again
+        assert launcher.fail_dead_runs() == []
+        time.sleep(0.2)
+        assert launcher.fail_dead_runs() == []
+        time.sleep(0.2)
+        [dead] = launcher.fail_dead_runs()
+        assert "sent no heartbeat for over 0.3 s" in dead.reason

@@ -407,3 +407,60 @@ def test_a_command_waits_out_a_database_outage_saying_so_once(pg_url, pg_server,
     assert command.returncode == 0, err
     assert err.count("database unreachable, retrying") == 1 and "s3cret-pw" not in out + err
     assert "job" in out
+
+
+def test_urls_that_cannot_work_are_one_line_at_once_with_the_password_masked(pg_url, home):
+    """Review findings: a malformed URL printed a traceback holding the password; a missing
+    database was retried for 30 s as if the server were down."""
+    import subprocess
+    import sys
+
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_db"
+    cases = [
+        ("postgresql://bob:S3cretPW@[::1/db", "cannot read the database URL"),
+        ("postgresql://bob:S3cret%zzPW@localhost/db", "cannot read the database URL"),
+        (missing.replace("@", ":S3cretPW@", 1), "does not exist"),
+    ]
+    for url, expected in cases:
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "runsense_cli", "--database-url", url, "runs", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "S3cret" not in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert time.monotonic() - started < 10
+
+
+def test_something_else_at_the_wake_path_only_costs_the_wake_ups(home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "wake").write_text("not a directory")
+    with open_storage(home) as storage:
+        assert storage.wait_for_change(0.05) is False
+        storage.create_run("job", "loc", status=RunStatus.QUEUED)  # commits still work
+
+
+def test_db_copy_refuses_a_source_with_nothing_in_it(home, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runsense_cli",
+            "--home",
+            str(tmp_path / "typo-home"),
+            "db",
+            "copy",
+            f"sqlite:///{tmp_path / 'target.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "nothing to copy" in result.stderr
+    assert not (tmp_path / "target.db").exists()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import RunsenseError
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
@@ -46,6 +47,11 @@ def copy(
 
     state = state_of(ctx)
     source = state.reader
+    if source.is_empty():
+        raise RunsenseError(
+            f"there is nothing to copy: {source.description} holds no runs or sensors",
+            "check --home, --database-url or RUNSENSE_DATABASE_URL",
+        )
     with open_storage(url=target_url) as target:
         counts = copy_database(source, target)
         where = mask_url(target_url)

@@ -112,6 +112,8 @@ class Storage(abc.ABC):
     single_host: bool = True
     #: True when other hosts may watch this database: workers must heartbeat.
     needs_heartbeats: bool = False
+    #: Grows with every reconnect: what was observed through an older connection may be stale.
+    connection_generation: int = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,9 +188,15 @@ class Storage(abc.ABC):
         `launcher`, each with a fresh claim token; two launchers never get the same run."""
 
     @abc.abstractmethod
+    def record_worker(self, run_id: str, claim_token: str, worker: str) -> bool:
+        """The launcher names the process it started for its claim (before that process runs
+        anything), so the run is judged by that process's life, not the launcher's."""
+
+    @abc.abstractmethod
     def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
-        """A worker confirms its launcher's claim before executing anything: None when the run
-        is no longer STARTING under that token (cancelled, claimed again, already taken)."""
+        """A worker confirms its launcher's claim before executing anything, once: None when
+        the run is no longer STARTING under that token (cancelled, or another process took it),
+        or the launcher recorded another process for it."""
 
     @abc.abstractmethod
     def heartbeat_runs(self, run_ids: Sequence[str]) -> None:

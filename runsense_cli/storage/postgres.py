@@ -72,6 +72,7 @@ class PostgresStorage(RunsSql, SensorsSql):
         self._sql_cache: dict[str, str] = {}
         self._listen: Any = None
         self._secret = url_password(url)
+        self._raw_secret = url_password(url, decoded=False)
 
     @classmethod
     def connect(
@@ -95,7 +96,19 @@ class PostgresStorage(RunsSql, SensorsSql):
 
     def _connect_once(self) -> Any:
         psycopg = _driver()
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        return psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            # A client paused or cut off inside a transaction holds the write lock: the server
+            # ends such a session after 30 s, and keepalives notice a vanished peer.
+            options="-c idle_in_transaction_session_timeout=30000",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=30000,
+        )
 
     def _connect_retrying(self) -> Any:
         psycopg = _driver()
@@ -108,6 +121,11 @@ class PostgresStorage(RunsSql, SensorsSql):
             except psycopg.OperationalError as exc:
                 waited = time.monotonic() - started
                 reason = self._clean(str(exc).strip().splitlines()[0] if str(exc) else "")
+                if _permanent(exc, reason):
+                    raise StorageError(
+                        f"cannot use the database {self.description}: {reason}",
+                        "check the URL: user, password, database name and options",
+                    ) from None
                 if self.give_up_after is not None and waited >= self.give_up_after:
                     raise StorageUnavailableError(
                         f"cannot reach the database {self.description} after {waited:.0f} s"
@@ -117,6 +135,13 @@ class PostgresStorage(RunsSql, SensorsSql):
                 if attempt == 1:
                     self.on_outage(f"database unreachable, retrying (attempt {attempt}): {reason}")
                 time.sleep(min(0.2 * 2 ** min(attempt, 5), 2.0))
+            except psycopg.Error as exc:  # a URL psycopg cannot even parse: never retried
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise StorageError(
+                    f"cannot read the database URL {self.description}: {self._clean(first)}",
+                    "write postgresql://USER:PASSWORD@HOST:PORT/DATABASE (percent-encode"
+                    " special characters)",
+                ) from None
 
     def _prepare(self) -> None:
         psycopg = _driver()
@@ -137,6 +162,18 @@ class PostgresStorage(RunsSql, SensorsSql):
             )
         # Two hosts upgrading at once: the advisory lock makes the second wait, then see the
         # version the first one wrote.
+        try:
+            self._migrate_locked()
+        except psycopg.Error as exc:
+            hint = None
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                hint = "let the role create tables: GRANT CREATE ON SCHEMA public TO <role>"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(
+                f"cannot prepare the database {self.description}: {self._clean(first)}", hint
+            ) from None
+
+    def _migrate_locked(self) -> None:
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
             self.conn.execute("CREATE TABLE IF NOT EXISTS runsense_schema (version INTEGER)")
@@ -248,16 +285,19 @@ class PostgresStorage(RunsSql, SensorsSql):
             pass
         self.conn = None
         self.conn = self._connect_retrying()
+        self.connection_generation += 1
 
     def _error(self, exc: Exception) -> StorageError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StorageError(f"database error ({self.description}): {self._clean(first)}")
 
     def _clean(self, text: str) -> str:
-        """Driver messages may quote the URL or its password: never pass them on."""
+        """Driver messages may quote the URL or its password (decoded or as written): never
+        pass them on."""
         text = text.replace(self.url, self.description)
-        if self._secret:
-            text = text.replace(self._secret, "***")
+        for secret in (self._secret, self._raw_secret):
+            if secret:
+                text = text.replace(secret, "***")
         return text
 
     # -- wake-ups ----------------------------------------------------------------------------
@@ -299,6 +339,23 @@ class PostgresStorage(RunsSql, SensorsSql):
                 f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
                 f" coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
             )
+
+
+# Server answers that waiting will not change: wrong password or role, missing database.
+_PERMANENT_STATES = {"28P01", "28000", "3D000", "42501"}
+_PERMANENT_TEXT = (
+    "password authentication failed",
+    "does not exist",
+    "invalid sslmode",
+    "invalid connection option",
+    "no password supplied",
+)
+
+
+def _permanent(exc: Exception, reason: str) -> bool:
+    return getattr(exc, "sqlstate", None) in _PERMANENT_STATES or any(
+        text in reason for text in _PERMANENT_TEXT
+    )
 
 
 def _stderr_line(message: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import RunsenseError
+from ..identity import ProcessId
 from ..runs import (
     FINISHED_STATUSES,
     STATUS_EVENT_TYPES,
@@ -198,18 +199,33 @@ class RunsSql(SqlBase):
     def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
         def body() -> RunRecord | None:
             taken = self._execute(
-                "UPDATE runs SET worker = ?, worker_pid = ?, heartbeat_at = ? WHERE run_id = ?"
-                " AND status = ? AND claim_token = ? AND worker IS NULL",
+                "UPDATE runs SET worker = ?, worker_pid = ?, heartbeat_at = ?, claim_token = ?"
+                " WHERE run_id = ? AND status = ? AND claim_token = ?"
+                " AND (worker IS NULL OR worker = ?)",
                 (
                     worker,
                     _pid_of(worker),
                     self.db_time(),
+                    f"{claim_token}:registered",  # a second registration finds no claim
                     run_id,
                     RunStatus.STARTING.value,
                     claim_token,
+                    worker,
                 ),
             ).rowcount
             return self.get_run(run_id) if taken == 1 else None
+
+        return self._write(body)
+
+    def record_worker(self, run_id: str, claim_token: str, worker: str) -> bool:
+        def body() -> bool:
+            return bool(
+                self._execute(
+                    "UPDATE runs SET worker = ?, worker_pid = ? WHERE run_id = ? AND status = ?"
+                    " AND claim_token = ? AND worker IS NULL",
+                    (worker, _pid_of(worker), run_id, RunStatus.STARTING.value, claim_token),
+                ).rowcount
+            )
 
         return self._write(body)
 
@@ -426,9 +442,5 @@ class RunsSql(SqlBase):
 
 
 def _pid_of(identity: str | None) -> int | None:
-    if not identity:
-        return None
-    try:
-        return int(identity.rsplit("/", 2)[1])
-    except (IndexError, ValueError):
-        return None
+    parsed = ProcessId.parse(identity)
+    return parsed.pid if parsed else None

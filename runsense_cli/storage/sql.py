@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..errors import StorageError
+from ..identity import ProcessId
 from .contract import DaemonRecord, SensorScope, Storage
 from .schema import MIGRATIONS, SCHEMA_VERSION, STORAGE_TABLES, Dialect, statements
 
@@ -77,10 +78,12 @@ class SqlBase(Storage):
             return fn()
 
         def attempt() -> T:
-            self._begin_write()
             self._depth = 1
             self._wake = wake
             try:
+                # Inside the try: a BEGIN or lock statement that fails (a lock_timeout, a
+                # cancelled statement) must still roll back, or the connection stays unusable.
+                self._begin_write()
                 result = fn()
                 if self._wake:
                     self._notify_in_transaction()
@@ -124,9 +127,9 @@ class SqlBase(Storage):
             finally:
                 self._depth -= 1
             return
-        self._begin_write()
         self._depth = 1
         try:
+            self._begin_write()
             yield
         except BaseException:
             self._depth = 0
@@ -194,8 +197,8 @@ class SqlBase(Storage):
     # -- daemons -----------------------------------------------------------------------------
 
     def heartbeat_daemon(self, identity: str, info: dict[str, Any]) -> None:
-        node = identity.rpartition("/")[0]
-        node, _, pid = node.rpartition("/")
+        parsed = ProcessId.parse(identity)
+        node, pid = (parsed.node, parsed.pid) if parsed else (identity, 0)
 
         def body() -> None:
             now = self.db_time()

@@ -37,8 +37,9 @@ def mask_url(url: str) -> str:
     """The URL with any password replaced by ***: safe for errors, logs and `status`."""
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for some malformed URLs, like a bad IPv6 host
     except ValueError:
-        return re.sub(r"//[^@/]*@", "//***@", url)
+        return re.sub(r"//([^@/:]*):[^@/]*@", r"//\1:***@", url)
     if parts.password is None:
         return re.sub(r"(password=)[^&\s]*", r"\1***", url, flags=re.IGNORECASE)
     netloc = parts.netloc.rsplit("@", 1)
@@ -47,12 +48,12 @@ def mask_url(url: str) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1***", masked.geturl(), flags=re.IGNORECASE)
 
 
-def url_password(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+def url_password(url: str, *, decoded: bool = True) -> str | None:
+    """The URL's password, percent-decoded (or as written), found even in a URL that
+    `urlsplit` cannot parse."""
+    found = re.search(r"//[^/@:]*:([^@/]*)@", url) or re.search(
+        r"password=([^&\s]*)", url, flags=re.IGNORECASE
+    )
+    if not found:
         return None
-    if parts.password:
-        return unquote(parts.password)
-    found = re.search(r"password=([^&\s]*)", url, flags=re.IGNORECASE)
-    return unquote(found.group(1)) if found else None
+    return unquote(found.group(1)) if decoded else found.group(1)

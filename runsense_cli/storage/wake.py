@@ -34,11 +34,15 @@ class WakeListener:
         self.sock: socket.socket | None = None
         if not SUPPORTED:
             return
-        directory.mkdir(mode=0o700, exist_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(_address(self.name))
-        sock.setblocking(False)
-        (directory / self.name).touch(mode=0o600)
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            sock.bind(_address(self.name))
+            sock.setblocking(False)
+            (directory / self.name).touch(mode=0o600)
+        except OSError:
+            sock.close()  # something else sits at <home>/wake: waiting is the timed pass only
+            return
         self.sock = sock
 
     def wait(self, timeout: float) -> bool:
