@@ -477,3 +477,15 @@ def test_a_failure_context_built_from_a_real_failed_run_lists_its_step_failures(
     assert step.error.cls_name == "ValueError" and step.error.message == "kaput"
     assert "in explode" in step.error.stack and "raise ValueError" in step.error.stack
     assert seen["partition"] is None
+
+
+def test_the_same_job_listed_twice_is_accepted():
+    @op
+    def once():
+        return 1
+
+    @job
+    def twice_listed():
+        once()
+
+    assert list(Definitions(jobs=[twice_listed, twice_listed]).jobs) == ["twice_listed"]

@@ -285,3 +285,38 @@ def test_an_interrupted_run_is_canceled_and_the_interrupt_propagates(home):
     assert stored.status == RunStatus.CANCELED and stored.is_finished
     assert last.event_type == EventType.RUN_CANCELED
     assert 'during step "interrupted"' in last.message
+
+
+@op
+def _explode():
+    raise ValueError("kaput")
+
+
+@op
+def _after(x):
+    return x + 1
+
+
+@op
+def _first():
+    return 1
+
+
+@job
+def _fails_midway():
+    _first()
+    _explode()
+    _after(_first())
+
+
+def test_a_failing_op_fails_the_run_and_stops_later_ops(home):
+    result = _fails_midway.execute_in_process()
+    assert not result.success and result.failed_step == "_explode"
+    storage = open_storage()
+    events = storage.events_for_run(result.run_id)
+    failure = next(e for e in events if e.event_type.value == "STEP_FAILURE")
+    assert failure.error is not None and "ValueError: kaput" in failure.error.stack
+    assert events[-1].event_type.value == "RUN_FAILURE"
+    assert 'Step "_explode" failed: ValueError: kaput' in events[-1].message
+    assert not any(e.step_key == "_after" for e in events)
+    assert storage.get_run(result.run_id).status == RunStatus.FAILURE
