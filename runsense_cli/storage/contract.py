@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..records import Reaction, SensorState, SensorStatus, Tick
+from ..records import Incident, Overdue, Reaction, SensorState, SensorStatus, Tick
 from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 
 
@@ -176,7 +176,14 @@ class Storage(abc.ABC):
     ) -> RunRecord | None:
         """Compare-and-set: move the run to `status` (and write its status event, in one commit)
         only if its stored status may move there (forward only, or one of `only_from`).
-        Returns the updated run, or None when another process got there first."""
+        Returns the updated run, or None when another process got there first.
+
+        A terminal move also does, in the same commit (SPEC §11): a FAILURE whose tags allow a
+        retry (`alert_tags.will_retry`) gets the tag `runsense/will_retry=true` and a new QUEUED
+        run (same job, config, origin and tags, `runsense/retry_of`, `runsense/retry_number`,
+        parent = the failed run); a final FAILURE opens or extends its job's incident, a SUCCESS
+        resolves an open one; the incident as of this event is kept for `incident_at_event`.
+        So a retry is queued exactly once and every reader sees the same incident story."""
 
     @abc.abstractmethod
     def claim_queued_runs(
@@ -329,9 +336,11 @@ class Storage(abc.ABC):
         expected_cursor: int | None,
         lease_token: str,
         lease_ttl: float,
+        state_writes: Mapping[str, Any] | None = None,
     ) -> PageResult:
         """Store one page of a tick in one transaction, or nothing: raises LeaseLost when the
-        token no longer holds. The cursor moves only if it still equals `expected_cursor`."""
+        token no longer holds. The cursor moves only if it still equals `expected_cursor`.
+        `state_writes` sets the sensor's durable values (None deletes a key) in the same commit."""
 
     @abc.abstractmethod
     def record_tick(self, sensor_id: int, tick: Tick) -> None: ...
@@ -371,6 +380,48 @@ class Storage(abc.ABC):
     def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
         """Make failed reactions due now, skipping their back-off: parked ones get a fresh retry
         budget, retrying ones keep their attempt count. Returns (parked, retrying)."""
+
+    # -- alerts (SPEC §11) -------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_incidents(self, open_only: bool = False, limit: int | None = 50) -> list[Incident]:
+        """Incidents, newest opened first; `open_only` keeps the unresolved ones."""
+
+    @abc.abstractmethod
+    def incident_at_event(self, event_id: int) -> Incident | None:
+        """The run's job's incident as it stood right after this status event (a snapshot
+        written with the event, with `opened_by_this_run`/`resolved_by_this_run`), or None."""
+
+    @abc.abstractmethod
+    def incident_of_run(self, run_id: str) -> Incident | None:
+        """The incident this run's status event belonged to, as it is now (for `runs show`)."""
+
+    @abc.abstractmethod
+    def open_incident_run_ids(self) -> set[str]:
+        """Every run whose status event belongs to an open incident: what prune must keep."""
+
+    @abc.abstractmethod
+    def record_overdue(
+        self, run_id: str, phase: str, limit_seconds: float, now: float | None = None
+    ) -> int | None:
+        """Write the run's one RUN_OVERDUE event for `phase` ("QUEUED" or "STARTED") if it is
+        still in that phase and has none yet; returns its id, or None when nothing was written.
+        Safe to call from several daemons at once: a (run, phase) is written once."""
+
+    @abc.abstractmethod
+    def overdue_at_event(self, event_id: int) -> Overdue | None:
+        """What a RUN_OVERDUE event records (phase, seconds in that phase, the limit)."""
+
+    @abc.abstractmethod
+    def overdue_phases(self, run_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """The (run_id, phase) pairs of these runs that already have a RUN_OVERDUE."""
+
+    @abc.abstractmethod
+    def sensor_values(self, sensor_id: int) -> dict[str, Any]:
+        """The sensor's durable values (JSON-able), as its pages committed them."""
+
+    @abc.abstractmethod
+    def set_sensor_values(self, sensor_id: int, values: Mapping[str, Any]) -> None:
+        """Set values outside a tick (None deletes); ticks use `commit_page`'s."""
 
     # -- daemons -----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from ..runs import (
     RunRecord,
     RunStatus,
 )
+from .alerts_sql import AlertsSql
 from .contract import SensorScope, statuses_before
 from .rows import (
     EVENT_COLUMNS,
@@ -28,13 +29,12 @@ from .rows import (
     run_from_row,
     status_message,
 )
-from .sql import SqlBase
 
 _ID_CHARS = frozenset("0123456789abcdef-")
 _CHUNK = 500  # ids per IN (...) list: well under both backends' parameter limits
 
 
-class RunsSql(SqlBase):
+class RunsSql(AlertsSql):
     # -- writing runs ------------------------------------------------------------------------
 
     def create_run(
@@ -132,8 +132,13 @@ class RunsSql(SqlBase):
             ).rowcount
             if moved != 1:
                 return None
-            self._insert_event(run, STATUS_EVENT_TYPES[status], text, moment, error=error)
-            return self.get_run(run.run_id)
+            event_id = self._insert_event(
+                run, STATUS_EVENT_TYPES[status], text, moment, error=error
+            )
+            moved_run = self.get_run(run.run_id)
+            if status in FINISHED_STATUSES:
+                moved_run = self._after_terminal_status(moved_run, event_id, moment)
+            return moved_run
 
         return self._write(body, wake=True)
 
