@@ -314,6 +314,10 @@ class SensorEvaluator:
         raw: Any,
         keys_in_page: dict[str, str] | None,
     ) -> Outcome:
+        if isinstance(raw, PermanentReactionError):
+            return Outcome(ReactionState.DEAD, error=describe(raw), permanent=True)
+        if isinstance(raw, Exception):  # a page sensor's `set_result(context, error)`
+            return Outcome(ReactionState.RETRYING, error=clean(describe(raw)))
         status = STATUS_OF_EVENT.get(event.event_type)
         label = status.value if status else event.event_type.value.removeprefix("RUN_")
         try:

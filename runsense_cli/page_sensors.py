@@ -21,8 +21,9 @@ class SensorPage:
     `contexts` are ordinary run contexts (with `incident` and `state`); `state` is the sensor's
     durable state, committed with the page. Each context's reaction is recorded as if its own
     function had returned None, unless `set_result(context, value)` gives another outcome (a
-    `SkipReason`, a `RunRequest`, a list of them). If the function raises, every run of the page
-    gets a failed reaction, and the retries come back as one page.
+    `SkipReason`, a `RunRequest`, a list of them, or an exception: that run's reaction fails
+    and is retried, or parked at once for a `PermanentReactionError`). If the function raises,
+    every run of the page gets a failed reaction; retries come back as one page.
     """
 
     def __init__(
