@@ -35,6 +35,12 @@ _EXPORTS = {
     "run_status_sensor": "sensors",
     "make_slack_on_run_failure_sensor": "slack",
     "EnvVar": "slack",
+    "run_overdue_sensor": "page_sensors",
+    "run_status_page_sensor": "page_sensors",
+    "SensorPage": "page_sensors",
+    "SensorStateStore": "sensor_state",
+    "RunOverdueSensorContext": "sensor_context",
+    "Incident": "records",
 }
 
 __all__ = [
@@ -43,6 +49,12 @@ __all__ = [
     "DefaultSensorStatus",
     "Definitions",
     "EnvVar",
+    "Incident",
+    "RunOverdueSensorContext",
+    "SensorPage",
+    "SensorStateStore",
+    "run_overdue_sensor",
+    "run_status_page_sensor",
     "JobDefinition",
     "OpDefinition",
     "PermanentReactionError",
@@ -95,4 +107,8 @@ if TYPE_CHECKING:
         run_failure_sensor,
         run_status_sensor,
     )
+    from .page_sensors import SensorPage, run_overdue_sensor, run_status_page_sensor
+    from .records import Incident
+    from .sensor_context import RunOverdueSensorContext
+    from .sensor_state import SensorStateStore
     from .slack import EnvVar, make_slack_on_run_failure_sensor

@@ -154,7 +154,7 @@ def test_one_outage_of_1000_failures_across_5_jobs(slack):
     """The number for the report: default vs incidents + digest, all in one tick."""
     jobs = []
     for n in range(5):
-        jobs.append(job(name=f"job{n}")(lambda: maybe()))  # noqa: B023
+        jobs.append(job(name=f"job{n}")(lambda: maybe()))
     quiet = make_slack_on_run_failure_sensor(
         "#quiet", TOKEN, incidents=True, digest_threshold=10, name="quiet"
     )
