@@ -50,21 +50,19 @@ __all__ = [
     "Definitions",
     "EnvVar",
     "Incident",
-    "RunOverdueSensorContext",
-    "SensorPage",
-    "SensorStateStore",
-    "run_overdue_sensor",
-    "run_status_page_sensor",
     "JobDefinition",
     "OpDefinition",
     "PermanentReactionError",
     "RunFailureSensorContext",
+    "RunOverdueSensorContext",
     "RunRecord",
     "RunRequest",
     "RunStatus",
     "RunStatusSensorContext",
     "RunStatusSensorDefinition",
     "RunsenseError",
+    "SensorPage",
+    "SensorStateStore",
     "SkipReason",
     "__version__",
     "build_run_status_sensor_context",
@@ -72,6 +70,8 @@ __all__ = [
     "make_slack_on_run_failure_sensor",
     "op",
     "run_failure_sensor",
+    "run_overdue_sensor",
+    "run_status_page_sensor",
     "run_status_sensor",
 ]
 
@@ -93,7 +93,11 @@ if TYPE_CHECKING:
     from .definitions import Definitions
     from .errors import RunsenseError
     from .jobs import JobDefinition, OpDefinition, job, op
+    from .page_sensors import SensorPage, run_overdue_sensor, run_status_page_sensor
+    from .records import Incident
     from .runs import DagsterRunStatus, RunRecord, RunStatus
+    from .sensor_context import RunOverdueSensorContext
+    from .sensor_state import SensorStateStore
     from .sensors import (
         CodeLocationSelector,
         DefaultSensorStatus,
@@ -107,8 +111,4 @@ if TYPE_CHECKING:
         run_failure_sensor,
         run_status_sensor,
     )
-    from .page_sensors import SensorPage, run_overdue_sensor, run_status_page_sensor
-    from .records import Incident
-    from .sensor_context import RunOverdueSensorContext
-    from .sensor_state import SensorStateStore
     from .slack import EnvVar, make_slack_on_run_failure_sensor
