@@ -35,6 +35,12 @@ _EXPORTS = {
     "run_status_sensor": "sensors",
     "make_slack_on_run_failure_sensor": "slack",
     "EnvVar": "slack",
+    "run_overdue_sensor": "page_sensors",
+    "run_status_page_sensor": "page_sensors",
+    "SensorPage": "page_sensors",
+    "SensorStateStore": "sensor_state",
+    "RunOverdueSensorContext": "sensor_context",
+    "Incident": "records",
 }
 
 __all__ = [
@@ -43,16 +49,20 @@ __all__ = [
     "DefaultSensorStatus",
     "Definitions",
     "EnvVar",
+    "Incident",
     "JobDefinition",
     "OpDefinition",
     "PermanentReactionError",
     "RunFailureSensorContext",
+    "RunOverdueSensorContext",
     "RunRecord",
     "RunRequest",
     "RunStatus",
     "RunStatusSensorContext",
     "RunStatusSensorDefinition",
     "RunsenseError",
+    "SensorPage",
+    "SensorStateStore",
     "SkipReason",
     "__version__",
     "build_run_status_sensor_context",
@@ -60,6 +70,8 @@ __all__ = [
     "make_slack_on_run_failure_sensor",
     "op",
     "run_failure_sensor",
+    "run_overdue_sensor",
+    "run_status_page_sensor",
     "run_status_sensor",
 ]
 
@@ -81,7 +93,11 @@ if TYPE_CHECKING:
     from .definitions import Definitions
     from .errors import RunsenseError
     from .jobs import JobDefinition, OpDefinition, job, op
+    from .page_sensors import SensorPage, run_overdue_sensor, run_status_page_sensor
+    from .records import Incident
     from .runs import DagsterRunStatus, RunRecord, RunStatus
+    from .sensor_context import RunOverdueSensorContext
+    from .sensor_state import SensorStateStore
     from .sensors import (
         CodeLocationSelector,
         DefaultSensorStatus,

@@ -24,6 +24,7 @@ from .errors import RunsenseError, SensorBusyError
 from .evaluation import SensorEvaluator, TickResult
 from .identity import current
 from .launcher import DeadRun, RunLauncher
+from .overdue import mark_overdue_runs
 from .records import SensorStatus
 
 DEFAULT_INTERVAL_S = 0.5
@@ -173,6 +174,7 @@ class Daemon:
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
         now = self.clock()
+        mark_overdue_runs(self.evaluator.storage, now)
         storage = self.evaluator.storage
         for name, sensor in self.evaluator.definitions.sensors.items():
             if self.stop_requested.is_set():

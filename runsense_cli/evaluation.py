@@ -12,19 +12,21 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .config import validate_run_config
 from .definitions import Definitions
 from .errors import RunsenseError, describe
 from .instance import RunsenseInstance
-from .jobs import JobDefinition
 from .leases import LEASE_WAIT_S, TickLease
 from .outcomes import Outcome, TickResult
+from .page_sensors import SensorPage
+from .planning import plan
 from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickLog, TickStatus
-from .runs import ErrorInfo, RunEvent, RunRecord
-from .sensors import PermanentReactionError, RunRequest, RunStatusSensorDefinition, SkipReason
-from .storage import NewRun, PageResult, Storage, WriteBack
+from .runs import STATUS_OF_EVENT, ErrorInfo, RunEvent, RunRecord
+from .sensor_context import RunStatusSensorContext
+from .sensor_state import SensorStateStore
+from .sensors import PermanentReactionError, RunStatusSensorDefinition
+from .storage import PageResult, Storage, WriteBack
 from .text import clean
-from .values import chain_depth, check_tags, short_repr, skip_text
+from .values import short_repr
 
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
@@ -140,6 +142,7 @@ class SensorEvaluator:
         scope = sensor.scope(self.location)
         sensor_id = lease.sensor_id
         keep_log = TickLog(tick.logs).keep
+        store = SensorStateStore(lambda: self.storage.sensor_values(sensor_id))
 
         def commit(
             pairs: list[tuple[RunEvent, RunRecord, int]],
@@ -148,14 +151,25 @@ class SensorEvaluator:
         ) -> PageResult:
             reactions, new_runs, run_keys, write_backs = [], [], [], []
             keys_in_page: dict[str, str] = {}
+            whole_page = None
+            if sensor.page_fn and pairs:
+                lease.check()
+                whole_page = self.react_page(
+                    sensor, sensor_id, [(e, r) for e, r, _ in pairs], keys_in_page, keep_log, store
+                )
             for index, (event, run, attempt) in enumerate(pairs):
-                if index and should_stop():
+                if whole_page is None and index and should_stop():
                     # Asked to stop mid-page: commit what is done; the rest waits for next time.
                     if cursor is not None:
                         cursor = pairs[index - 1][0].event_id
                     break
-                lease.check()
-                outcome = self.react(sensor, sensor_id, event, run, attempt, keys_in_page, keep_log)
+                if whole_page is not None:
+                    outcome = whole_page[index]
+                else:
+                    lease.check()
+                    outcome = self.react(
+                        sensor, sensor_id, event, run, attempt, keys_in_page, keep_log, store
+                    )
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
                 new_runs += outcome.new_runs
@@ -177,18 +191,23 @@ class SensorEvaluator:
                 tick.skip_reasons = ["no new events"]
             tick.status = _tick_status(result.reactions)
             tick.duration_s = time.perf_counter() - started_perf
-            page = self.storage.commit_page(
-                sensor_id,
-                tick,
-                reactions,
-                new_runs,
-                run_keys,
-                write_backs,
-                cursor,
-                expected,
-                lease.token,
-                lease.ttl,
-            )
+            try:
+                page = self.storage.commit_page(
+                    sensor_id,
+                    tick,
+                    reactions,
+                    new_runs,
+                    run_keys,
+                    write_backs,
+                    cursor,
+                    expected,
+                    lease.token,
+                    lease.ttl,
+                    store.take_writes(),
+                )
+            except BaseException:
+                store.forget()
+                raise
             lease.committed()
             if page == PageResult.CURSOR_MOVED:
                 tick.cursor_after = expected or 0
@@ -220,7 +239,10 @@ class SensorEvaluator:
             )
             tick.events_scanned += len(page)
             if page or high_water > cursor:
-                if commit([(e, r, 1) for e, r in page], high_water, cursor) != PageResult.COMMITTED:
+                # monitored_tags are checked here, not in the read: the cursor moves past the
+                # runs that don't match, so an idle daemon never reads them again.
+                pairs = [(e, r, 1) for e, r in page if sensor.matches(r)]
+                if commit(pairs, high_water, cursor) != PageResult.COMMITTED:
                     return result  # a user stopped the sensor or moved its cursor: they win
                 cursor = high_water
             if len(page) < self.page_size or should_stop():
@@ -244,10 +266,11 @@ class SensorEvaluator:
         attempt: int = 1,
         keys_in_page: dict[str, str] | None = None,
         keep_log: Callable[[str], None] | None = None,
+        store: SensorStateStore | None = None,
     ) -> Outcome:
         """Call the sensor's function for one run and say what it amounts to; stores nothing
-        (`keep_log` receives what the function logs)."""
-        context = sensor.build_context(run, event, self.instance, keep_log)
+        (`keep_log` receives what the function logs, `store` holds its state's writes)."""
+        context = sensor.build_context(run, event, self.instance, keep_log, store)
         try:
             raw = sensor.evaluate_run(context)
         except PermanentReactionError as exc:
@@ -256,9 +279,64 @@ class SensorEvaluator:
             # From the user's code on; ErrorInfo cleans invalid UTF-8.
             stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
             return Outcome(ReactionState.RETRYING, error=stack)
+        return self._outcome(sensor, sensor_id, event, run, raw, keys_in_page)
+
+    def react_page(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int | None,
+        pairs: list[tuple[RunEvent, RunRecord]],
+        keys_in_page: dict[str, str] | None = None,
+        keep_log: Callable[[str], None] | None = None,
+        store: SensorStateStore | None = None,
+    ) -> list[Outcome]:
+        """Call a page sensor's function once for all `pairs`; one outcome per pair."""
+        store = store if store is not None else SensorStateStore()
+        contexts: list[RunStatusSensorContext] = [
+            sensor.build_context(run, event, self.instance, keep_log, store) for event, run in pairs
+        ]
+        page = SensorPage(sensor.name, contexts, store)
+        try:
+            sensor.evaluate_run(page)  # type: ignore[arg-type]
+        except PermanentReactionError as exc:
+            return [Outcome(ReactionState.DEAD, error=describe(exc), permanent=True)] * len(pairs)
+        except Exception as exc:
+            stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
+            return [Outcome(ReactionState.RETRYING, error=stack) for _ in pairs]
+        keys = keys_in_page if keys_in_page is not None else {}
+        return [
+            self._outcome(sensor, sensor_id, event, run, page.result_for(context), keys)
+            for (event, run), context in zip(pairs, contexts, strict=True)
+        ]
+
+    def _outcome(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int | None,
+        event: RunEvent,
+        run: RunRecord,
+        raw: Any,
+        keys_in_page: dict[str, str] | None,
+    ) -> Outcome:
+        if isinstance(raw, PermanentReactionError):
+            return Outcome(ReactionState.DEAD, error=describe(raw), permanent=True)
+        if isinstance(raw, Exception):  # a page sensor's `set_result(context, error)`
+            return Outcome(ReactionState.RETRYING, error=clean(describe(raw)))
+        status = STATUS_OF_EVENT.get(event.event_type)
+        label = status.value if status else event.event_type.value.removeprefix("RUN_")
         try:
             keys = keys_in_page if keys_in_page is not None else {}
-            outcome = self._plan(sensor, sensor_id, run, raw, keys)
+            outcome = plan(
+                self.storage,
+                self.origin,
+                self.max_chain_depth,
+                sensor,
+                sensor_id,
+                run,
+                raw,
+                keys,
+                label,
+            )
         except RunsenseError as exc:
             return Outcome(ReactionState.DEAD, error=clean(str(exc)), permanent=True)
         except Exception as exc:  # a returned value odd enough to break the planning itself
@@ -267,122 +345,6 @@ class SensorEvaluator:
         if outcome.skip_message:
             outcome.skip_message = clean(outcome.skip_message)
         return outcome
-
-    def _plan(
-        self,
-        sensor: RunStatusSensorDefinition,
-        sensor_id: int | None,
-        run: RunRecord,
-        raw: Any,
-        keys_in_page: dict[str, str],
-    ) -> Outcome:
-        if raw is None:
-            return Outcome(
-                ReactionState.SUCCESS,
-                write_back=f'Sensor "{sensor.name}" acted on run status '
-                f"{sensor.run_status.value} of run {run.run_id}.",
-            )
-        if isinstance(raw, SkipReason):
-            return Outcome(
-                ReactionState.SKIPPED, skip_message=skip_text(raw, sensor.name) or "skipped"
-            )
-        items = [raw] if isinstance(raw, RunRequest) else raw
-        if not isinstance(items, list) or not all(
-            isinstance(i, (RunRequest, SkipReason)) for i in items
-        ):
-            raise RunsenseError(
-                f"sensor '{sensor.name}' returned {short_repr(raw)}",
-                "return None, a RunRequest, a SkipReason, or a list of RunRequests",
-            )
-        requests = [i for i in items if isinstance(i, RunRequest)]
-        if not requests:
-            reasons = [
-                m for i in items if isinstance(i, SkipReason) and (m := skip_text(i, sensor.name))
-            ]
-            return Outcome(
-                ReactionState.SKIPPED, skip_message="; ".join(reasons) or "no run requested"
-            )
-        outcome = Outcome(ReactionState.SUCCESS)
-        new_keys: dict[str, str] = {}
-        depth = chain_depth(run.tags) + 1
-        root = run.root_run_id or run.run_id
-        for request in requests:
-            target = self._target(sensor, request)
-            if depth > self.max_chain_depth:
-                raise RunsenseError(
-                    f"chain-depth limit {self.max_chain_depth} reached: sensor '{sensor.name}' keeps "
-                    f"requesting '{target.name}' from runs it requested (loop from root run {root})",
-                    "make the sensor skip the runs of the jobs it requests",
-                )
-            where = f"sensor '{sensor.name}': RunRequest"
-            config = validate_run_config(target, request.run_config, f"{where}.run_config")
-            user_tags = check_tags(request.tags, f"{where}.tags", RunsenseError)
-            if request.run_key is not None:
-                key = clean(str(request.run_key))
-                owner = (
-                    new_keys.get(key)
-                    or keys_in_page.get(key)
-                    or (
-                        self.storage.run_key_owner(sensor_id, key)
-                        if sensor_id is not None
-                        else None
-                    )
-                )
-                if owner:
-                    outcome.deduped.append(f"run_key '{key}' already requested run {owner}")
-                    continue
-            run_id = str(uuid.uuid4())
-            tags = {**target.tags, **user_tags}
-            tags.update(
-                {
-                    "runsense/sensor": sensor.name,
-                    "runsense/parent_run_id": run.run_id,
-                    "runsense/root_run_id": root,
-                    "runsense/depth": str(depth),
-                }
-            )
-            if request.run_key is not None:
-                tags["runsense/run_key"] = key
-                new_keys[key] = run_id
-                outcome.run_keys.append((key, run_id))
-            outcome.new_runs.append(
-                NewRun(
-                    run_id,
-                    target.name,
-                    target.location,
-                    config,
-                    tags,
-                    run.run_id,
-                    root,
-                    self.origin,
-                )
-            )
-        keys_in_page.update(new_keys)
-        if not outcome.new_runs:
-            return Outcome(ReactionState.SKIPPED, skip_message="; ".join(outcome.deduped))
-        return outcome
-
-    def _target(self, sensor: RunStatusSensorDefinition, request: RunRequest) -> JobDefinition:
-        targets = {job.name: job for job in sensor.request_jobs}
-        if request.job_name is not None:
-            if request.job_name not in targets:
-                known = ", ".join(sorted(targets)) or "none"
-                raise RunsenseError(
-                    f"sensor '{sensor.name}' requested unknown job_name '{request.job_name}'",
-                    f"its request_jobs are: {known}",
-                )
-            return targets[request.job_name]
-        if len(targets) == 1:
-            return next(iter(targets.values()))
-        if not targets:
-            raise RunsenseError(
-                f"sensor '{sensor.name}' returned a RunRequest but has no target job",
-                "add request_job=... to the sensor, or return None / SkipReason",
-            )
-        raise RunsenseError(
-            f"sensor '{sensor.name}' has several request_jobs and the RunRequest names none",
-            "set RunRequest(job_name=...)",
-        )
 
     def _reaction(
         self,

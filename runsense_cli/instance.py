@@ -46,6 +46,11 @@ class RunsenseInstance:
         """The run's event log, oldest first."""
         return self._storage.events_for_run(run_id)
 
+    @property
+    def storage(self) -> Storage:
+        """The storage handle, for what Dagster's instance has no name for (incidents)."""
+        return self._storage
+
     def __repr__(self) -> str:
         return f"<RunsenseInstance {self._storage.description}>"
 

@@ -105,3 +105,42 @@ class Reaction:
     created_at: float = 0.0
     finished_at: float | None = None
     sensor: str = ""
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A job's outage, from its first final failure to the next success (SPEC §11); as a
+    reaction sees it, a snapshot taken with the run's status event."""
+
+    incident_id: int
+    job_name: str
+    location: str
+    status: str  # "OPEN" or "RESOLVED"
+    failure_count: int
+    opened_at: float
+    resolved_at: float | None
+    first_run_id: str
+    last_run_id: str
+    opened_by_this_run: bool = False
+    resolved_by_this_run: bool = False
+    resolved_by_run_id: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "OPEN"
+
+    def to_dict(self) -> dict[str, object]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """What a RUN_OVERDUE event says: the phase and how long the run had been in it."""
+
+    run_id: str
+    phase: str  # "QUEUED" or "STARTED"
+    overdue_seconds: float
+    limit_seconds: float
+    event_id: int

@@ -77,6 +77,7 @@ class EventType(str, enum.Enum):
     STEP_FAILURE = "STEP_FAILURE"
     LOG = "LOG"
     SENSOR_REACTION = "SENSOR_REACTION"
+    RUN_OVERDUE = "RUN_OVERDUE"  # not a status: the run is still QUEUED or in progress
 
     def __str__(self) -> str:
         return self.value
@@ -181,6 +182,11 @@ class RunRecord:
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+    @property
+    def will_retry(self) -> bool:
+        """A failed run that runsense queued again (its `runsense/max_retries` allowed it)."""
+        return self.tags.get("runsense/will_retry") == "true"
 
     @property
     def duration(self) -> float | None:

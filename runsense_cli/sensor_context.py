@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .instance import RunsenseInstance, as_instance
+from .records import Incident, Overdue
 from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
+from .sensor_state import SensorStateStore
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -76,6 +78,9 @@ class RunStatusSensorContext:
         self._logger = logger  # where `log` lines go: the sensor's own logger by default
         self._keep_log = keep_log
         self._log: SensorLog | None = None
+        # The sensor's durable state: the tick's store; an in-memory one in unit tests.
+        self.state: SensorStateStore = SensorStateStore()
+        self._incident: tuple[Incident | None] | None = None
 
     @property
     def log(self) -> SensorLog:
@@ -87,7 +92,7 @@ class RunStatusSensorContext:
 
     def for_run_failure(self) -> RunFailureSensorContext:
         """This context as a failure sensor's, for the same run and event (Dagster's method)."""
-        return RunFailureSensorContext(
+        context = RunFailureSensorContext(
             self.sensor_name,
             self.dagster_run,
             self.dagster_event,
@@ -95,10 +100,23 @@ class RunStatusSensorContext:
             self._logger,
             self._keep_log,
         )
+        context.state = self.state
+        return context
 
     @property
     def run(self) -> RunRecord:
         return self.dagster_run
+
+    @property
+    def incident(self) -> Incident | None:
+        """The job's incident as of this run's status event (SPEC §11), or None: read once."""
+        if self._incident is None:
+            event, instance = self.dagster_event, self.instance
+            found = None
+            if event is not None and event.event_id and instance is not None:
+                found = instance.storage.incident_at_event(event.event_id)
+            self._incident = (found,)
+        return self._incident[0]
 
     @property
     def event(self) -> RunEvent | None:
@@ -125,6 +143,30 @@ class RunFailureSensorContext(RunStatusSensorContext):
             for e in self.instance.all_logs(self.dagster_run.run_id)
             if e.event_type == EventType.STEP_FAILURE
         ]
+
+
+class RunOverdueSensorContext(RunStatusSensorContext):
+    """A `run_overdue_sensor`'s context: adds how long the run had been QUEUED or STARTED."""
+
+    def _overdue(self) -> Overdue | None:
+        event, instance = self.dagster_event, self.instance
+        if event is None or not event.event_id or instance is None:
+            return None
+        return instance.storage.overdue_at_event(event.event_id)
+
+    @property
+    def phase(self) -> str:
+        """ "QUEUED" (over `runsense/max_queue_time`) or "STARTED" (over `max_runtime`)."""
+        overdue = self._overdue()
+        if overdue is not None:
+            return overdue.phase
+        return "QUEUED" if self.dagster_run.status == RunStatus.QUEUED else "STARTED"
+
+    @property
+    def overdue_seconds(self) -> float:
+        """Seconds the run had spent in that phase when runsense noticed."""
+        overdue = self._overdue()
+        return overdue.overdue_seconds if overdue is not None else 0.0
 
 
 def build_run_status_sensor_context(

@@ -6,17 +6,19 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import DefinitionError
 from .instance import RunsenseInstance
 from .jobs import JobDefinition
-from .runs import STATUS_EVENT_TYPES, EventType, RunEvent, RunRecord, RunStatus
+from .runs import STATUS_EVENT_TYPES, STATUS_OF_EVENT, EventType, RunEvent, RunRecord, RunStatus
 from .sensor_context import (
     RunFailureSensorContext,
+    RunOverdueSensorContext,
     RunStatusSensorContext,
+    SensorStateStore,
 )
 from .storage import SensorScope
 
@@ -78,7 +80,7 @@ class RunStatusSensorDefinition:
     def __init__(
         self,
         fn: SensorFn,
-        run_status: RunStatus,
+        run_status: RunStatus | Sequence[RunStatus],
         name: str | None = None,
         minimum_interval_seconds: float | None = None,
         description: str | None = None,
@@ -89,23 +91,21 @@ class RunStatusSensorDefinition:
         request_jobs: Sequence[JobDefinition] | None = None,
         max_retries: int = 5,
         retry_delay_seconds: float = 5.0,
+        monitored_tags: Mapping[str, str] | None = None,
+        *,
+        event_types: Sequence[EventType] | None = None,
+        page_fn: bool = False,
     ) -> None:
         self.fn = fn
+        # True: `fn` takes a whole page (`SensorPage`) rather than one run's context.
+        self.page_fn = page_fn
         self.name = name or fn.__name__
         self._context_param, self._context_by_keyword = _context_parameter(fn, self.name)
         self._logger = logging.getLogger(f"runsense.sensor.{self.name}")  # once, not per reaction
-        try:
-            self.run_status = RunStatus(run_status)
-        except ValueError:
-            raise DefinitionError(
-                f"sensor '{self.name}': unknown run_status {run_status!r}",
-                "use a RunStatus such as RunStatus.SUCCESS",
-            ) from None
-        if self.run_status == RunStatus.NOT_STARTED:
-            raise DefinitionError(
-                f"sensor '{self.name}': run_status NOT_STARTED is never reached by an event",
-                "watch QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELING or CANCELED",
-            )
+        self.run_statuses = _statuses(run_status, self.name)
+        self.run_status = self.run_statuses[0]  # the first: Dagster's single-status attribute
+        self._event_types = tuple(event_types or (STATUS_EVENT_TYPES[s] for s in self.run_statuses))
+        self.monitored_tags = _tags(monitored_tags, self.name)
         if monitored_jobs and monitor_all_code_locations:
             raise DefinitionError(
                 f"sensor '{self.name}': give monitored_jobs or monitor_all_code_locations, not both",
@@ -143,16 +143,30 @@ class RunStatusSensorDefinition:
 
     @property
     def event_type(self) -> EventType:
-        return STATUS_EVENT_TYPES[self.run_status]
+        return self._event_types[0]
 
     @property
     def event_types(self) -> tuple[EventType, ...]:
-        """The status events this sensor reads."""
-        return (self.event_type,)
+        """The events this sensor reads: one per status it watches."""
+        return self._event_types
+
+    @property
+    def status_label(self) -> str:
+        """What it watches, for people: "FAILURE" or "FAILURE, CANCELED"."""
+        return ", ".join(
+            t.value.removeprefix("RUN_") if t not in STATUS_OF_EVENT else STATUS_OF_EVENT[t].value
+            for t in self._event_types
+        )
 
     @property
     def is_failure_sensor(self) -> bool:
-        return self.run_status == RunStatus.FAILURE
+        return self._event_types == (EventType.RUN_FAILURE,)
+
+    def matches(self, run: RunRecord) -> bool:
+        """`monitored_tags`: the run carries every one of them, with exactly that value. Checked
+        in the tick, after the scoped read, so the cursor still moves past runs that don't match."""
+        tags = run.tags
+        return all(tags.get(key) == value for key, value in self.monitored_tags.items())
 
     def scope(self, location: str) -> SensorScope:
         if self.monitor_all_code_locations:
@@ -192,10 +206,21 @@ class RunStatusSensorDefinition:
         event: RunEvent | None,
         instance: RunsenseInstance | Storage | None,
         keep_log: Callable[[str], None] | None = None,
+        state: SensorStateStore | None = None,
     ) -> RunStatusSensorContext:
-        """The context for one run; `keep_log` receives each line its function logs."""
-        context_type = RunFailureSensorContext if self.is_failure_sensor else RunStatusSensorContext
-        return context_type(self.name, run, event, instance, self._logger, keep_log)
+        """The context for one run; `keep_log` receives each line its function logs, `state`
+        is the sensor's durable state for this tick."""
+        kind = event.event_type if event is not None else None
+        if self.is_failure_sensor or kind == EventType.RUN_FAILURE:
+            context_type: type[RunStatusSensorContext] = RunFailureSensorContext
+        elif kind == EventType.RUN_OVERDUE:
+            context_type = RunOverdueSensorContext
+        else:
+            context_type = RunStatusSensorContext
+        context = context_type(self.name, run, event, instance, self._logger, keep_log)
+        if state is not None:
+            context.state = state
+        return context
 
     def evaluate_run(self, context: RunStatusSensorContext | None) -> Any:
         """Call the function; a generator is drained here so its errors count as the function's."""
@@ -231,7 +256,46 @@ class RunStatusSensorDefinition:
         return self.evaluate_run(context)
 
     def __repr__(self) -> str:
-        return f"<run_status_sensor {self.name} on {self.run_status.value}>"
+        return f"<run_status_sensor {self.name} on {self.status_label}>"
+
+
+def _statuses(run_status: Any, name: str) -> tuple[RunStatus, ...]:
+    """`run_status` as a tuple: one status or a list of them (SPEC §11), each checked."""
+    given = (
+        list(run_status) if isinstance(run_status, (list, tuple, set, frozenset)) else [run_status]
+    )
+    if not given:
+        raise DefinitionError(f"sensor '{name}': run_status is an empty list")
+    found: list[RunStatus] = []
+    for one in given:
+        try:
+            status = RunStatus(one)
+        except ValueError:
+            raise DefinitionError(
+                f"sensor '{name}': unknown run_status {one!r}",
+                "use a RunStatus such as RunStatus.SUCCESS",
+            ) from None
+        if status == RunStatus.NOT_STARTED:
+            raise DefinitionError(
+                f"sensor '{name}': run_status NOT_STARTED is never reached by an event",
+                "watch QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELING or CANCELED",
+            )
+        if status not in found:
+            found.append(status)
+    return tuple(found)
+
+
+def _tags(tags: Mapping[str, str] | None, name: str) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise DefinitionError(
+            f"sensor '{name}': monitored_tags must map tag names to string values",
+            'e.g. monitored_tags={"team": "data"}',
+        )
+    return dict(tags)
 
 
 def _context_parameter(fn: Callable[..., Any], sensor_name: str) -> tuple[str | None, bool]:
@@ -264,7 +328,7 @@ def _monitored_name(monitored: JobDefinition | str | CodeLocationSelector) -> st
 
 
 def run_status_sensor(
-    run_status: RunStatus,
+    run_status: RunStatus | Sequence[RunStatus],
     name: str | None = None,
     minimum_interval_seconds: float | None = None,
     description: str | None = None,
@@ -275,8 +339,10 @@ def run_status_sensor(
     request_jobs: Sequence[JobDefinition] | None = None,
     max_retries: int = 5,
     retry_delay_seconds: float = 5.0,
+    monitored_tags: Mapping[str, str] | None = None,
 ) -> Callable[[SensorFn], RunStatusSensorDefinition]:
-    """Decorate `fn(context)` to be called once for every run that reaches `run_status`."""
+    """Decorate `fn(context)` to be called once for every run that reaches `run_status` (one
+    status or a list); `monitored_tags` keeps only runs carrying all these tags."""
 
     def decorate(fn: SensorFn) -> RunStatusSensorDefinition:
         return RunStatusSensorDefinition(
@@ -292,6 +358,7 @@ def run_status_sensor(
             request_jobs=request_jobs,
             max_retries=max_retries,
             retry_delay_seconds=retry_delay_seconds,
+            monitored_tags=monitored_tags,
         )
 
     return decorate
@@ -310,6 +377,7 @@ def run_failure_sensor(
     request_jobs: Sequence[JobDefinition] | None = None,
     max_retries: int = 5,
     retry_delay_seconds: float = 5.0,
+    monitored_tags: Mapping[str, str] | None = None,
 ) -> Any:
     """`run_status_sensor(RunStatus.FAILURE, ...)`, usable bare (`@run_failure_sensor`) too."""
     decorate = run_status_sensor(
@@ -324,5 +392,6 @@ def run_failure_sensor(
         request_jobs=request_jobs,
         max_retries=max_retries,
         retry_delay_seconds=retry_delay_seconds,
+        monitored_tags=monitored_tags,
     )
     return decorate(fn) if fn is not None else decorate

@@ -13,9 +13,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import secrets
+from . import secrets, slack_threads
 from .errors import DefinitionError, describe
 from .jobs import JobDefinition
+from .page_sensors import SensorPage
 from .runs import RunStatus
 from .sensors import (
     DefaultSensorStatus,
@@ -23,6 +24,7 @@ from .sensors import (
     RunFailureSensorContext,
     RunStatusSensorContext,
     RunStatusSensorDefinition,
+    SkipReason,
 )
 
 BASE_URL_ENV = "RUNSENSE_SLACK_BASE_URL"
@@ -205,9 +207,19 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
         timeout_seconds: float = 10.0,
         http_retries: int = 2,
         http_backoff_seconds: float = 0.5,
+        incidents: bool = False,
+        include_retries: bool = False,
+        digest_threshold: int | None = None,
         **sensor_options: Any,
     ) -> None:
         name = sensor_options.get("name") or "slack_on_run_failure"
+        if digest_threshold is not None and (
+            not isinstance(digest_threshold, int) or digest_threshold < 1
+        ):
+            raise DefinitionError(f"sensor '{name}': digest_threshold must be an int >= 1")
+        self.incidents = bool(incidents)
+        self.include_retries = bool(include_retries)
+        self.digest_threshold = digest_threshold
         if not isinstance(channel, str) or not channel:
             raise DefinitionError(f"sensor '{name}': channel must be a Slack channel name or id")
         if not isinstance(slack_token, (str, EnvVar)) or slack_token == "":
@@ -230,7 +242,11 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
         self.http_retries = int(http_retries)
         self.http_backoff_seconds = float(http_backoff_seconds)
         sensor_options.setdefault("description", f"Posts every failed run to Slack {channel}.")
-        super().__init__(self._post, RunStatus.FAILURE, **sensor_options)
+        # Threads and digests need the whole page (and, for recoveries, the successes too).
+        paged = self.incidents or digest_threshold is not None
+        statuses = [RunStatus.FAILURE, RunStatus.SUCCESS] if self.incidents else RunStatus.FAILURE
+        fn = self._post_page if paged else self._post
+        super().__init__(fn, statuses, page_fn=paged, **sensor_options)
 
     def build_message(self, context: RunStatusSensorContext) -> dict[str, Any]:
         """The `chat.postMessage` arguments for this run (never the token): what `_post` sends and
@@ -270,10 +286,31 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
             )
             raise RuntimeError(secrets.redact(describe(exc), [token])) from None
 
-    def _post(self, context: RunStatusSensorContext) -> None:
+    def _post(self, context: RunStatusSensorContext) -> SkipReason | None:
+        if context.dagster_run.will_retry and not self.include_retries:
+            return SkipReason("this run will be retried: no alert until its last try")
         token = self._token.get() if isinstance(self._token, EnvVar) else self._token
+        self._guarded(
+            token, lambda: self._send(token, "chat.postMessage", self.build_message(context))
+        )
+        return None
+
+    def _post_page(self, page: SensorPage) -> None:
+        """Threads, recoveries and digests (see `slack_threads`), one Web API call at a time."""
+        token = self._token.get() if isinstance(self._token, EnvVar) else self._token
+        client = slack_client(
+            token, self.timeout_seconds, self.http_retries, self.http_backoff_seconds
+        )
+
+        def call(method: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            return self._guarded(token, lambda: self._send(token, method, arguments, client))
+
+        slack_threads.post_page(self, page, call)
+
+    def _guarded(self, token: str, send: Callable[[], Any]) -> Any:
+        """`send()`, with the token redacted from anything it raises."""
         try:
-            self._send(token, self.build_message(context))
+            return send()
         except PermanentReactionError as exc:
             if secrets.contains(str(exc), [token]):
                 raise PermanentReactionError(secrets.redact(str(exc), [token])) from None
@@ -286,16 +323,18 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
             # spells it out, a proxy echoing it. Keep the story, not the token.
             raise RuntimeError(secrets.redact(story, [token])) from None
 
-    def _send(self, token: str, message: dict[str, Any]) -> None:
+    def _send(
+        self, token: str, method: str, message: dict[str, Any], client: Any = None
+    ) -> dict[str, Any]:
         from http.client import HTTPException
 
         from slack_sdk.errors import SlackApiError
 
-        client = slack_client(
+        client = client or slack_client(
             token, self.timeout_seconds, self.http_retries, self.http_backoff_seconds
         )
         try:
-            client.chat_postMessage(**message)
+            return dict(client.api_call(method, json=message).data)
         except SlackApiError as exc:
             # Redacted before the cut: a cut token would leave a prefix no search finds.
             code = secrets.redact(str(exc.response.get("error") or "unknown_error"), [token])
@@ -350,6 +389,10 @@ def make_slack_on_run_failure_sensor(
     timeout_seconds: float = 10.0,
     http_retries: int = 2,
     http_backoff_seconds: float = 0.5,
+    incidents: bool = False,
+    include_retries: bool = False,
+    digest_threshold: int | None = None,
+    monitored_tags: dict[str, str] | None = None,
 ) -> SlackRunFailureSensorDefinition:
     """A failure sensor that posts each failed run to `channel` (Dagster's signature).
 
@@ -360,6 +403,11 @@ def make_slack_on_run_failure_sensor(
     (`invalid_auth`, `channel_not_found`, `not_in_channel`, `msg_too_long`, ...) park it at once.
     A missing `EnvVar` is a failed reaction that names the variable and is retried (see `EnvVar`).
     A post that timed out may still have reached Slack, so an alert can, rarely, arrive twice.
+
+    `incidents=True`: the first failure of an incident posts, later ones reply in its thread,
+    the recovery replies and edits the first message. `include_retries=False`: failures that
+    will be retried post nothing. `digest_threshold=N`: more than N failures in one tick make
+    one digest message. `monitored_tags` keeps only runs carrying all those tags.
     """
     return SlackRunFailureSensorDefinition(
         channel,
@@ -377,4 +425,8 @@ def make_slack_on_run_failure_sensor(
         default_status=default_status,
         max_retries=max_retries,
         retry_delay_seconds=retry_delay_seconds,
+        incidents=incidents,
+        include_retries=include_retries,
+        digest_threshold=digest_threshold,
+        monitored_tags=monitored_tags,
     )

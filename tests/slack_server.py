@@ -1,6 +1,7 @@
 """A local HTTP server speaking enough of Slack's Web API for the real slack_sdk client.
 
-It answers `chat.postMessage` and `auth.test` (JSON or form bodies, as slack_sdk sends them),
+It answers `chat.postMessage` (with a unique `ts` per message, and `thread_ts` for replies),
+`chat.update` (of a message it accepted) and `auth.test` (JSON or form bodies, as slack_sdk sends them),
 checks the bearer token, records every request, and can be scripted to answer the next requests
 with a rate limit (429 + Retry-After), a server error, a stall past the client's timeout, or a
 Slack error code. Only what Slack accepted counts as posted.
@@ -42,6 +43,7 @@ class FakeSlack:
         self.requests: list[Request] = []
         self._scripts: dict[str | None, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
+        self._ts: list[str] = []  # of accepted messages, in order
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(
@@ -63,6 +65,22 @@ class FakeSlack:
         return [
             r.body for r in self.requests if r.method == "chat.postMessage" and r.answer == "ok"
         ]
+
+    def top_level(self) -> list[dict[str, Any]]:
+        """Accepted messages that started a conversation (not thread replies)."""
+        return [p for p in self.posts() if not p.get("thread_ts")]
+
+    def replies(self, ts: str) -> list[dict[str, Any]]:
+        """Accepted replies in the thread of the message `ts`."""
+        return [p for p in self.posts() if p.get("thread_ts") == ts]
+
+    def updates(self) -> list[dict[str, Any]]:
+        """The bodies of accepted `chat.update` calls, in order."""
+        return [r.body for r in self.requests if r.method == "chat.update" and r.answer == "ok"]
+
+    def ts_of(self, index: int) -> str:
+        """The `ts` Slack gave the `index`-th accepted message."""
+        return self._ts[index]
 
     def answers(self) -> list[str]:
         return [r.answer for r in self.requests]
@@ -113,9 +131,16 @@ def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             elif method == "auth.test":
                 self._reply(200, {"ok": True, "team": "runsense", "user": "bot"})
             elif method == "chat.postMessage":
-                self._reply(
-                    200, {"ok": True, "channel": body.get("channel"), "ts": str(time.time())}
-                )
+                with fake._lock:
+                    ts = f"{time.time():.6f}{len(fake._ts):04d}"
+                    fake._ts.append(ts)
+                self._reply(200, {"ok": True, "channel": body.get("channel"), "ts": ts})
+            elif method == "chat.update":
+                if body.get("ts") not in fake._ts:
+                    fake.requests[-1].answer = "message_not_found"
+                    self._reply(200, {"ok": False, "error": "message_not_found"})
+                else:
+                    self._reply(200, {"ok": True, "channel": body.get("channel"), "ts": body["ts"]})
             else:
                 self._reply(200, {"ok": False, "error": "unknown_method"})
 

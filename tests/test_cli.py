@@ -300,7 +300,7 @@ def test_runs_show_json_adds_events(proj):
     result = rs(proj, "runs", "show", run["run_id"][:6], "--json")
     document = as_json(result)
     assert {k: document[k] for k in RUN_FIELDS} == run
-    assert set(document) == RUN_FIELDS | {"events", "reactions", "requested_runs"}
+    assert set(document) == RUN_FIELDS | {"events", "reactions", "requested_runs", "incident"}
     events = document["events"]
     assert all(set(e) >= EVENT_FIELDS for e in events)
     ids = [e["event_id"] for e in events]

@@ -356,12 +356,14 @@ def _exit_cleanly(*_: object) -> None:
 def _register_groups() -> None:
     from . import sensor_history, sensors  # noqa: F401 - they add their commands to sensor_app
     from .db import db_app
+    from .incidents import register
     from .runs import runs_app
     from .sensor_group import sensor_app
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(sensor_app, name="sensor")
     app.add_typer(db_app, name="db")
+    register(app)
 
 
 _register_groups()

@@ -123,7 +123,7 @@ class LiveReporter:
             lag = ev.lag(sensor, state) if state.status == SensorStatus.RUNNING else "-"
             sensors.add_row(
                 render.lit(sensor.name),
-                sensor.run_status.value,
+                sensor.status_label,
                 render.styled(state.status.value),
                 str(lag),
                 f"{render.styled(last.status.value)} {render.ago(last.started_at)}"

@@ -12,6 +12,7 @@ from ..values import MAX_INT64
 from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
+from .incidents import incident_json, incident_line
 from .render import lit
 from .state import CliState
 
@@ -117,10 +118,12 @@ def show_run(
     events = storage.events_for_run(run.run_id)
     reactions = storage.reactions_to_run(run.run_id)
     requested = storage.requested_runs(run.run_id)
+    incident = storage.incident_of_run(run.run_id)
     if as_json:
         render.print_json(
             {
                 **render.run_json(run),
+                "incident": incident_json(incident) if incident else None,
                 "events": [render.event_json(e) for e in events],
                 "reactions": [render.reaction_json(r) for r in reactions],
                 "requested_runs": [render.run_json(r) for r in requested],
@@ -137,6 +140,8 @@ def show_run(
     )
     if run.parent_run_id:
         out.print(f"parent run: {run.parent_run_id}   root run: {run.root_run_id}")
+    if incident is not None:
+        out.print(incident_line(incident), markup=False)
     user_tags = {k: v for k, v in run.tags.items()}
     if user_tags:
         text = ", ".join(f"{k}={v}" for k, v in sorted(user_tags.items()))

@@ -49,7 +49,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         render.print_json(
             [
-                render.sensor_json(st, s.run_status.value, lag, last, s.monitored_names())
+                render.sensor_json(st, s.status_label, lag, last, s.monitored_names())
                 for s, st, lag, last in rows
             ]
         )
@@ -68,7 +68,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
         )
         table.add_row(
             lit(sensor.name),
-            sensor.run_status.value,
+            sensor.status_label,
             render.styled(sensor_state.status.value),
             lit(", ".join(sensor.monitored_names())),
             str(lag),
@@ -122,12 +122,12 @@ def start(
             continue
         if waiting:
             out.print(
-                f"Started {lit(sensor.name)}: {waiting} {sensor.run_status.value} event(s) waiting will be "
+                f"Started {lit(sensor.name)}: {waiting} {sensor.status_label} event(s) waiting will be "
                 "handled on its next tick (start with --from-now to skip them)."
             )
         else:
             out.print(
-                f"Started {lit(sensor.name)}: it reacts to runs that reach {sensor.run_status.value} from now on."
+                f"Started {lit(sensor.name)}: it reacts to runs that reach {sensor.status_label} from now on."
             )
 
 
@@ -329,7 +329,7 @@ def preview(
         event = storage.status_event_for_run(run.run_id, sensor.event_type)
         if event is None:
             err.print(
-                f"[yellow]note:[/yellow] run {run.run_id[:8]} never reached {sensor.run_status.value}; previewing anyway."
+                f"[yellow]note:[/yellow] run {run.run_id[:8]} never reached {sensor.status_label}; previewing anyway."
             )
         pairs = [(event, run)]
     else:
@@ -341,7 +341,7 @@ def preview(
     build_message = getattr(sensor, "preview_message", None)
     if not pairs:
         err.print(
-            f"No {sensor.run_status.value} events waiting for {lit(sensor.name)}; use --run RUN_ID"
+            f"No {sensor.status_label} events waiting for {lit(sensor.name)}; use --run RUN_ID"
             " to try a past run."
         )
         if build_message is not None:
@@ -437,5 +437,5 @@ def cursor(
         sensor_state = evaluator.state(sensor)
     out.print(
         f"{lit(sensor.name)}: cursor {sensor_state.cursor}, newest event {newest}, "
-        f"{evaluator.lag(sensor, sensor_state)} {sensor.run_status.value} event(s) waiting"
+        f"{evaluator.lag(sensor, sensor_state)} {sensor.status_label} event(s) waiting"
     )

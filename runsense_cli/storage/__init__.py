@@ -11,12 +11,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .contract import (
+from .contract import Storage
+from .shapes import (
     DaemonRecord,
     NewRun,
     PageResult,
     SensorScope,
-    Storage,
     WriteBack,
     statuses_before,
 )

@@ -22,85 +22,18 @@ The guarantees that cut across methods:
 from __future__ import annotations
 
 import abc
-import enum
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..records import Reaction, SensorState, SensorStatus, Tick
+from ..records import Incident, Overdue, Reaction, SensorState, SensorStatus, Tick
 from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
-
-
-@dataclass(frozen=True)
-class SensorScope:
-    """Which runs a sensor watches: every location, some (location, job) pairs, whole locations,
-    or (the default) its own location."""
-
-    location: str
-    jobs: frozenset[tuple[str, str]] | None = None
-    all_locations: bool = False
-    locations: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to create inside a larger transaction (a sensor page)."""
-
-    run_id: str
-    job_name: str
-    location: str
-    run_config: dict[str, Any]
-    tags: dict[str, str]
-    parent_run_id: str | None
-    root_run_id: str | None
-    origin: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class WriteBack:
-    """An event a sensor writes onto the run it reacted to."""
-
-    run_id: str
-    job_name: str
-    location: str
-    message: str
-
-
-class PageResult(str, enum.Enum):
-    """How a page commit went; anything but COMMITTED tells the tick to stop after this page."""
-
-    COMMITTED = "COMMITTED"
-    CURSOR_MOVED = "CURSOR_MOVED"  # a user moved the cursor: reactions kept, cursor left alone
-    STOPPED = "STOPPED"  # the sensor was stopped meanwhile: the page is stored, the drain ends
-
-
-@dataclass(frozen=True)
-class DaemonRecord:
-    identity: str
-    node: str
-    pid: int
-    started_at: float
-    heartbeat_at: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-# Forward-only run statuses: a move is allowed only to a higher rank (guarantee 2).
-STATUS_RANK: dict[RunStatus, int] = {
-    RunStatus.NOT_STARTED: 0,
-    RunStatus.QUEUED: 1,
-    RunStatus.STARTING: 2,
-    RunStatus.STARTED: 3,
-    RunStatus.CANCELING: 4,
-    RunStatus.SUCCESS: 5,
-    RunStatus.FAILURE: 5,
-    RunStatus.CANCELED: 5,
-}
-
-
-def statuses_before(status: RunStatus) -> list[RunStatus]:
-    """The statuses a run may move to `status` from."""
-    rank = STATUS_RANK[status]
-    return [s for s, r in STATUS_RANK.items() if r < rank]
+from .shapes import (
+    DaemonRecord,
+    NewRun,
+    PageResult,
+    SensorScope,
+    WriteBack,
+)
 
 
 class Storage(abc.ABC):
@@ -178,7 +111,14 @@ class Storage(abc.ABC):
     ) -> RunRecord | None:
         """Compare-and-set: move the run to `status` (and write its status event, in one commit)
         only if its stored status may move there (forward only, or one of `only_from`).
-        Returns the updated run, or None when another process got there first."""
+        Returns the updated run, or None when another process got there first.
+
+        A terminal move also does, in the same commit (SPEC §11): a FAILURE whose tags allow a
+        retry (`alert_tags.will_retry`) gets the tag `runsense/will_retry=true` and a new QUEUED
+        run (same job, config, origin and tags, `runsense/retry_of`, `runsense/retry_number`,
+        parent = the failed run); a final FAILURE opens or extends its job's incident, a SUCCESS
+        resolves an open one; the incident as of this event is kept for `incident_at_event`.
+        So a retry is queued exactly once and every reader sees the same incident story."""
 
     @abc.abstractmethod
     def claim_queued_runs(
@@ -337,9 +277,11 @@ class Storage(abc.ABC):
         expected_cursor: int | None,
         lease_token: str,
         lease_ttl: float,
+        state_writes: Mapping[str, Any] | None = None,
     ) -> PageResult:
         """Store one page of a tick in one transaction, or nothing: raises LeaseLost when the
-        token no longer holds. The cursor moves only if it still equals `expected_cursor`."""
+        token no longer holds. The cursor moves only if it still equals `expected_cursor`.
+        `state_writes` sets the sensor's durable values (None deletes a key) in the same commit."""
 
     @abc.abstractmethod
     def record_tick(self, sensor_id: int, tick: Tick) -> None: ...
@@ -379,6 +321,48 @@ class Storage(abc.ABC):
     def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
         """Make failed reactions due now, skipping their back-off: parked ones get a fresh retry
         budget, retrying ones keep their attempt count. Returns (parked, retrying)."""
+
+    # -- alerts (SPEC §11) -------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_incidents(self, open_only: bool = False, limit: int | None = 50) -> list[Incident]:
+        """Incidents, newest opened first; `open_only` keeps the unresolved ones."""
+
+    @abc.abstractmethod
+    def incident_at_event(self, event_id: int) -> Incident | None:
+        """The run's job's incident as it stood right after this status event (a snapshot
+        written with the event, with `opened_by_this_run`/`resolved_by_this_run`), or None."""
+
+    @abc.abstractmethod
+    def incident_of_run(self, run_id: str) -> Incident | None:
+        """The incident this run's status event belonged to, as it is now (for `runs show`)."""
+
+    @abc.abstractmethod
+    def open_incident_run_ids(self) -> set[str]:
+        """Every run whose status event belongs to an open incident: what prune must keep."""
+
+    @abc.abstractmethod
+    def record_overdue(
+        self, run_id: str, phase: str, limit_seconds: float, now: float | None = None
+    ) -> int | None:
+        """Write the run's one RUN_OVERDUE event for `phase` ("QUEUED" or "STARTED") if it is
+        still in that phase and has none yet; returns its id, or None when nothing was written.
+        Safe to call from several daemons at once: a (run, phase) is written once."""
+
+    @abc.abstractmethod
+    def overdue_at_event(self, event_id: int) -> Overdue | None:
+        """What a RUN_OVERDUE event records (phase, seconds in that phase, the limit)."""
+
+    @abc.abstractmethod
+    def overdue_phases(self, run_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """The (run_id, phase) pairs of these runs that already have a RUN_OVERDUE."""
+
+    @abc.abstractmethod
+    def sensor_values(self, sensor_id: int) -> dict[str, Any]:
+        """The sensor's durable values (JSON-able), as its pages committed them."""
+
+    @abc.abstractmethod
+    def set_sensor_values(self, sensor_id: int, values: Mapping[str, Any]) -> None:
+        """Set values outside a tick (None deletes); ticks use `commit_page`'s."""
 
     # -- daemons -----------------------------------------------------------------------------
 

@@ -157,11 +157,75 @@ CREATE TABLE daemons (
 )
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS]
+# Issue 11. Only new tables and indexes, all IF NOT EXISTS, touching no table another migration
+# alters: it commutes with M003_OPERATIONS (the operations branch), so whichever number each gets
+# at merge, applying them in either order gives the same schema. (Third here; renumbered at merge.)
+M004_ALERTS = """
+-- One row per outage of a (location, job): opened by a final failure, resolved by a success.
+CREATE TABLE IF NOT EXISTS incidents (
+    id {autoid},
+    location TEXT NOT NULL,
+    job_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    failure_count {bigint} NOT NULL,
+    opened_at {real} NOT NULL,
+    resolved_at {real},
+    first_run_id TEXT NOT NULL,
+    last_run_id TEXT NOT NULL,
+    resolved_by_run_id TEXT
+);
+-- At most one open incident per job, whatever the writers do.
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (location, job_name)
+    WHERE status = 'OPEN';
+CREATE INDEX IF NOT EXISTS incidents_by_opened ON incidents (opened_at DESC);
+-- The incident as of a run's status event (what `context.incident` shows), written with it.
+CREATE TABLE IF NOT EXISTS incident_events (
+    id {id},
+    event_id {bigint} NOT NULL UNIQUE,
+    run_id TEXT NOT NULL,
+    incident_id {bigint} NOT NULL REFERENCES incidents (id),
+    snapshot TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_events_by_run ON incident_events (run_id, event_id);
+CREATE INDEX IF NOT EXISTS incident_events_by_incident ON incident_events (incident_id);
+-- A sensor's small durable state (a Slack thread per incident, say), written with its pages.
+CREATE TABLE IF NOT EXISTS sensor_values (
+    id {id},
+    sensor_id {bigint} NOT NULL REFERENCES sensors (id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at {real} NOT NULL,
+    UNIQUE (sensor_id, key)
+);
+-- One RUN_OVERDUE per (run, phase): the UNIQUE constraint is the exactly-once guard.
+CREATE TABLE IF NOT EXISTS run_overdue (
+    id {id},
+    run_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    event_id {bigint} NOT NULL,
+    overdue_seconds {real} NOT NULL,
+    limit_seconds {real} NOT NULL,
+    UNIQUE (run_id, phase)
+);
+CREATE INDEX IF NOT EXISTS run_overdue_by_event ON run_overdue (event_id)
+"""
+
+MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS, M004_ALERTS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Parents before children, for `db copy`.
-STORAGE_TABLES = ["runs", "events", "sensors", "ticks", "reactions", "run_keys"]
+STORAGE_TABLES = [
+    "runs",
+    "events",
+    "sensors",
+    "ticks",
+    "reactions",
+    "run_keys",
+    "incidents",
+    "incident_events",
+    "sensor_values",
+    "run_overdue",
+]
 
 
 def statements(migration: str, dialect: Dialect) -> list[str]:

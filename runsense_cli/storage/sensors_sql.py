@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import LeaseLostError
 from ..identity import ProcessId, pid_alive
 from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
 from ..runs import EventType, RunStatus
-from .contract import NewRun, PageResult, WriteBack
+from .events_sql import EventsSql
 from .rows import (
     REACTION_COLUMNS,
     SENSOR_COLUMNS,
@@ -20,12 +20,12 @@ from .rows import (
     sensor_from_row,
     tick_from_row,
 )
-from .sql import SqlBase
+from .shapes import NewRun, PageResult, WriteBack
 
 USER = "user"  # sensors.status_source once `sensor start`/`stop` pinned the status
 
 
-class SensorsSql(SqlBase):
+class SensorsSql(EventsSql):
     # -- sensor rows -------------------------------------------------------------------------
 
     def sensor_state(self, location: str, name: str) -> SensorState | None:
@@ -172,6 +172,7 @@ class SensorsSql(SqlBase):
         expected_cursor: int | None,
         lease_token: str,
         lease_ttl: float,
+        state_writes: Mapping[str, Any] | None = None,
     ) -> PageResult:
         reaction_rows = [
             (
@@ -201,6 +202,8 @@ class SensorsSql(SqlBase):
                     "lost the sensor's lease to another process; nothing was stored"
                 )
             self._insert_runs(new_runs, now)
+            if state_writes:
+                self._write_sensor_values(sensor_id, state_writes, now)
             self._executemany(
                 "INSERT INTO run_keys (sensor_id, run_key, run_id) VALUES (?, ?, ?)"
                 " ON CONFLICT (sensor_id, run_key) DO NOTHING",

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 from ..errors import StorageError
 from ..identity import ProcessId
-from .contract import DaemonRecord, SensorScope, Storage
+from .contract import Storage
 from .schema import MIGRATIONS, SCHEMA_VERSION, STORAGE_TABLES, Dialect, statements
+from .shapes import DaemonRecord, SensorScope
 
 T = TypeVar("T")
 

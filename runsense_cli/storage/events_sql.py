@@ -1,0 +1,64 @@
+"""What sensors read: status events after a cursor, in id order, within a scope, in pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..runs import EventType, RunEvent, RunRecord
+from .rows import EVENT_COLUMNS_E, RUN_COLUMNS_R, event_from_row, run_from_row
+from .shapes import SensorScope
+from .sql import SqlBase
+
+
+class EventsSql(SqlBase):
+    def _types_sql(self, event_types: Sequence[EventType], table: str = "") -> tuple[str, list]:
+        prefix = f"{table}." if table else ""
+        values = [t.value for t in event_types]
+        if len(values) == 1:
+            return f"{prefix}event_type = ?", values
+        return f"{prefix}event_type IN ({', '.join('?' * len(values))})", values
+
+    def status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope, limit: int
+    ) -> tuple[list[tuple[RunEvent, RunRecord]], int]:
+        types, type_params = self._types_sql(event_types, "e")
+        where, params = self._scope_sql(scope, "e")
+
+        def read() -> tuple[list[Any], int]:
+            with self.snapshot():
+                rows = self._execute(
+                    f"SELECT {EVENT_COLUMNS_E}, {RUN_COLUMNS_R} FROM events e"
+                    f" JOIN runs r ON r.run_id = e.run_id WHERE {types} AND e.id > ?{where}"
+                    " ORDER BY e.id LIMIT ?",
+                    (*type_params, cursor, *params, limit),
+                ).fetchall()
+                if len(rows) == limit:
+                    return rows, rows[-1][0]
+                newest = self._execute("SELECT max(id) FROM events").fetchone()[0] or 0
+                return rows, max(cursor, int(newest))
+
+        rows, high_water = self._read(read)
+        return [(event_from_row(row[:8]), run_from_row(row[8:])) for row in rows], high_water
+
+    def has_status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+    ) -> bool:
+        types, type_params = self._types_sql(event_types)
+        where, params = self._scope_sql(scope)
+        row = self._one(
+            f"SELECT 1 FROM events WHERE {types} AND id > ?{where} LIMIT 1",
+            (*type_params, cursor, *params),
+        )
+        return row is not None
+
+    def count_status_events_after(
+        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+    ) -> int:
+        types, type_params = self._types_sql(event_types)
+        where, params = self._scope_sql(scope)
+        row = self._one(
+            f"SELECT count(*) FROM events WHERE {types} AND id > ?{where}",
+            (*type_params, cursor, *params),
+        )
+        return int(row[0])
