@@ -25,8 +25,11 @@ from .evaluation import SensorEvaluator, TickResult
 from .identity import current
 from .launcher import DeadRun, RunLauncher
 from .records import SensorStatus
+from .runs import RunRecord
+from .storage import PruneResult
 
 DEFAULT_INTERVAL_S = 0.5
+PRUNE_EVERY_S = 3600.0  # with `retention` set, history older than it is pruned this often
 # A stop request is honoured between pages; a page still running this long after it (a slow or
 # hung sensor function) is abandoned, like a crash: the next daemon replays it (SPEC §5: 5 s).
 STOP_GRACE_S = 4.0
@@ -43,6 +46,8 @@ class DaemonReporter(Protocol):
     def tick(self, result: TickResult) -> None: ...
     def launched(self, run_ids: list[str]) -> None: ...
     def dead(self, dead: DeadRun) -> None: ...
+    def run_ended(self, run: RunRecord) -> None: ...
+    def pruned(self, result: PruneResult) -> None: ...
     def error(self, message: str) -> None: ...
     def idle(self) -> None: ...
     def stopping(self) -> None: ...
@@ -88,6 +93,7 @@ class Daemon:
         interval: float = DEFAULT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
         stop_grace: float = STOP_GRACE_S,
+        retention: float | None = None,
     ) -> None:
         self.evaluator = evaluator
         self.launcher = launcher
@@ -100,6 +106,9 @@ class Daemon:
         self._deadline: threading.Timer | None = None
         self.identity = str(current())
         self._last_beat = 0.0
+        self.retention = retention
+        self._last_prune = -PRUNE_EVERY_S
+        self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
 
     def request_stop(self, *_: object) -> None:
         """Signal handlers only set this flag; the tick notices it between reactions and commits
@@ -168,12 +177,23 @@ class Daemon:
         )
 
     def run_pass(self) -> None:
-        for dead in self.launcher.fail_dead_runs():
-            self.reporter.dead(dead)
+        from .cancel import enforce_cancels
+
+        storage = self.evaluator.storage
+        for run in enforce_cancels(storage, self._signalled):
+            self.reporter.run_ended(run)
+        dead = self.launcher.fail_dead_runs()
+        for one in dead:
+            self.reporter.dead(one)
+        reported = {one.run.run_id for one in dead}
+        for run_id in self.launcher.take_ended():
+            run = storage.get_run(run_id)
+            if run.is_finished and run_id not in reported:
+                self.reporter.run_ended(run)
+        self._prune_when_due()
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
         now = self.clock()
-        storage = self.evaluator.storage
         for name, sensor in self.evaluator.definitions.sensors.items():
             if self.stop_requested.is_set():
                 return
@@ -197,6 +217,19 @@ class Daemon:
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
 
+    def _prune_when_due(self) -> None:
+        """With a retention, delete older history once an hour (SPEC §12)."""
+        if self.retention is None or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = time.monotonic()
+        from .operations import prune_history
+
+        result = prune_history(
+            self.evaluator.storage, self.launcher.home, self.clock() - self.retention
+        )
+        if result.run_ids or result.ticks or result.reactions:
+            self.reporter.pruned(result)
+
 
 def serve(
     evaluator: SensorEvaluator,
@@ -206,6 +239,7 @@ def serve(
     home: Path,
     interval: float = DEFAULT_INTERVAL_S,
     page_size: int | None = None,
+    retention: float | None = None,
 ) -> None:
     """Run a daemon in the foreground until a stop signal (the `runsense daemon` command).
 
@@ -219,7 +253,7 @@ def serve(
         if page_size is not None:
             evaluator.page_size = page_size
         evaluator.register_sensors()
-        the_daemon = Daemon(evaluator, launcher, reporter, interval=interval)
+        the_daemon = Daemon(evaluator, launcher, reporter, interval=interval, retention=retention)
         the_daemon.install_signal_handlers()
         the_daemon.run_forever()
     finally:

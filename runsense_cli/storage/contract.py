@@ -84,6 +84,16 @@ class DaemonRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune` deleted (or, with `dry_run`, would delete)."""
+
+    run_ids: list[str]
+    events: int
+    ticks: int
+    reactions: int
+
+
 # Forward-only run statuses: a move is allowed only to a higher rank (guarantee 2).
 STATUS_RANK: dict[RunStatus, int] = {
     RunStatus.NOT_STARTED: 0,
@@ -371,6 +381,24 @@ class Storage(abc.ABC):
     def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
         """Make failed reactions due now, skipping their back-off: parked ones get a fresh retry
         budget, retrying ones keep their attempt count. Returns (parked, retrying)."""
+
+    # -- removing history (runs delete, prune, retention) -----------------------------------
+
+    @abc.abstractmethod
+    def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Delete finished runs (SUCCESS, FAILURE, CANCELED) with their events and the reactions
+        to them, in one transaction; runs in progress or queued are left alone. Returns the ids
+        deleted. Event ids are never reused, so no sensor cursor ever points at a new event."""
+
+    @abc.abstractmethod
+    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+        """Delete history older than `before` (epoch seconds), in one transaction:
+        - finished runs that ended before it, with their events and reactions, except a run with
+          an event some RUNNING sensor has not consumed yet (id > its cursor) or a reaction still
+          RETRYING (it needs the run);
+        - ticks started before it, except each sensor's newest (`sensor list` shows it);
+        - finished reactions (SUCCESS, SKIPPED) created before it.
+        Runs still in progress or queued are never touched. `dry_run` counts, deleting nothing."""
 
     # -- daemons -----------------------------------------------------------------------------
 

@@ -157,7 +157,15 @@ CREATE TABLE daemons (
 )
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS]
+M003_OPERATIONS = """
+-- prune: "finished runs that ended before T", "ticks started before T" and "reactions created
+-- before T" are range scans, so an hourly prune stays cheap at any history size.
+CREATE INDEX runs_by_end ON runs (end_time);
+CREATE INDEX ticks_by_started ON ticks (started_at);
+CREATE INDEX reactions_by_created ON reactions (created_at)
+"""
+
+MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS, M003_OPERATIONS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Parents before children, for `db copy`.
