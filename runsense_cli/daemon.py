@@ -25,6 +25,7 @@ from .evaluation import SensorEvaluator, TickResult
 from .identity import current
 from .launcher import DeadRun, RunLauncher
 from .records import SensorStatus
+from .reload import CodeWatcher, reload_definitions
 from .runs import RunRecord
 from .storage import PruneResult
 
@@ -48,6 +49,7 @@ class DaemonReporter(Protocol):
     def dead(self, dead: DeadRun) -> None: ...
     def run_ended(self, run: RunRecord) -> None: ...
     def pruned(self, result: PruneResult) -> None: ...
+    def reloaded(self, evaluator: SensorEvaluator) -> None: ...
     def error(self, message: str) -> None: ...
     def idle(self) -> None: ...
     def stopping(self) -> None: ...
@@ -94,6 +96,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         stop_grace: float = STOP_GRACE_S,
         retention: float | None = None,
+        watch_code: bool = False,
     ) -> None:
         self.evaluator = evaluator
         self.launcher = launcher
@@ -109,6 +112,11 @@ class Daemon:
         self.retention = retention
         self._last_prune = -PRUNE_EVERY_S
         self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
+        directory = (evaluator.origin or {}).get("directory")
+        self.watcher = CodeWatcher(directory) if watch_code and directory else None
+        self.reload_error: str | None = None
+        # The fingerprint of the code running now (a failed reload leaves it behind the files).
+        self.loaded_code = self.watcher.fingerprint if self.watcher else None
 
     def request_stop(self, *_: object) -> None:
         """Signal handlers only set this flag; the tick notices it between reactions and commits
@@ -142,6 +150,7 @@ class Daemon:
         while not self.stop_requested.is_set():
             started = time.monotonic()
             try:
+                self._reload_if_changed()
                 self._heartbeat()
                 self.run_pass()
             except RunsenseError as exc:
@@ -173,8 +182,32 @@ class Daemon:
                 "sensors": sorted(self.evaluator.definitions.sensors),
                 "interval": self.interval,
                 "max_concurrent_runs": self.launcher.max_concurrent_runs,
+                # `status` compares this with the files now: is the daemon's code current?
+                "code": self.loaded_code,
+                "reload_error": self.reload_error,
             },
         )
+
+    def _reload_if_changed(self) -> None:
+        """New code takes effect between passes; code that fails to import is not taken."""
+        if self.watcher is None or not self.watcher.changed():
+            return
+        old = self.evaluator
+        try:
+            definitions = reload_definitions(old.origin or {})
+            evaluator = SensorEvaluator(
+                old.storage, definitions, old.origin, page_size=old.page_size
+            )
+            evaluator.register_sensors()
+        except RunsenseError as exc:
+            self.reload_error = str(exc)
+            self.reporter.error(f"reload failed, keeping the code loaded before: {exc}")
+        else:
+            self.evaluator = evaluator
+            self.reload_error = None
+            self.loaded_code = self.watcher.fingerprint
+            self.reporter.reloaded(evaluator)
+        self._last_beat = -self.launcher.heartbeat_timeout  # say so in `status` at once
 
     def run_pass(self) -> None:
         from .cancel import enforce_cancels
@@ -240,6 +273,7 @@ def serve(
     interval: float = DEFAULT_INTERVAL_S,
     page_size: int | None = None,
     retention: float | None = None,
+    watch_code: bool = True,
 ) -> None:
     """Run a daemon in the foreground until a stop signal (the `runsense daemon` command).
 
@@ -253,7 +287,14 @@ def serve(
         if page_size is not None:
             evaluator.page_size = page_size
         evaluator.register_sensors()
-        the_daemon = Daemon(evaluator, launcher, reporter, interval=interval, retention=retention)
+        the_daemon = Daemon(
+            evaluator,
+            launcher,
+            reporter,
+            interval=interval,
+            retention=retention,
+            watch_code=watch_code,
+        )
         the_daemon.install_signal_handlers()
         the_daemon.run_forever()
     finally:

@@ -210,9 +210,7 @@ def test_cancel_queued_runs_at_once(home, proj):
     assert "No queued runs" in cli(home, proj, "runs", "cancel", "--all-queued").stdout
 
 
-def test_logs_interleave_worker_output_and_events_and_follow_exits_by_status(
-    home, proj, daemon
-):
+def test_logs_interleave_worker_output_and_events_and_follow_exits_by_status(home, proj, daemon):
     good = queue(home, proj, "hello_job", *HELLO)
     followed = cli(home, proj, "runs", "logs", good, "--follow")
     assert followed.returncode == 0, followed.stderr

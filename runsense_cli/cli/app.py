@@ -360,8 +360,10 @@ def _register_groups() -> None:
     from .operate import prune  # also adds cancel, logs, rerun and delete to runs_app
     from .runs import runs_app
     from .sensor_group import sensor_app
+    from .status import status
 
     app.command("prune", cls=RunsenseCommand)(prune)
+    app.command("status", cls=RunsenseCommand)(status)
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(sensor_app, name="sensor")

@@ -17,7 +17,10 @@ from . import render
 
 
 def make_reporter(evaluator: SensorEvaluator) -> Any:
-    if sys.stdout.isatty():
+    """The live view on a terminal that can redraw; log lines elsewhere (a pipe, TERM=dumb)."""
+    import os
+
+    if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb":
         return LiveReporter(evaluator)
     return LogReporter()
 
@@ -32,6 +35,11 @@ def _stamp() -> str:
 def _ended_line(run: RunRecord) -> str:
     took = render.duration(run.duration)
     return f"run {run.run_id} {run.status.value} ({run.job_name}, {took})"
+
+
+def _reloaded_line(evaluator: SensorEvaluator) -> str:
+    names = ", ".join(sorted(evaluator.definitions.sensors)) or "none"
+    return f"project reloaded; sensors: {names}"
 
 
 def _pruned_line(result: PruneResult) -> str:
@@ -79,6 +87,9 @@ class LogReporter:
     def pruned(self, result: PruneResult) -> None:
         self._emit(_pruned_line(result))
 
+    def reloaded(self, evaluator: SensorEvaluator) -> None:
+        self._emit(_reloaded_line(evaluator))
+
     def error(self, message: str) -> None:
         self._emit(f"error: {message}")
 
@@ -123,6 +134,10 @@ class LiveReporter:
 
     def pruned(self, result: PruneResult) -> None:
         self.recent.appendleft(f"{time.strftime('%H:%M:%S')} {_pruned_line(result)}")
+
+    def reloaded(self, evaluator: SensorEvaluator) -> None:
+        self.evaluator = evaluator
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} {_reloaded_line(evaluator)}")
 
     def error(self, message: str) -> None:
         self.recent.appendleft(f"{time.strftime('%H:%M:%S')} error: {message}")

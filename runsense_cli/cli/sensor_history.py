@@ -14,6 +14,7 @@ from . import render
 from .app_state import state_of
 from .command import RunsenseCommand
 from .sensor_group import JsonOption, sensor_app
+from .status import warn_if_no_daemon
 
 
 @sensor_app.command("ticks", cls=RunsenseCommand)
@@ -67,6 +68,7 @@ def failures(
     definitions = state_of(ctx).definitions
     sensors = [definitions.get_sensor(name)] if name else list(definitions.sensors.values())
     evaluator = state_of(ctx).evaluator
+    warn_if_no_daemon(state_of(ctx))
     found = evaluator.storage.failed_reactions([evaluator.state(s).sensor_id for s in sensors])
     if as_json:
         render.print_json([render.failure_json(r) for r in found])

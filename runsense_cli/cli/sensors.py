@@ -16,6 +16,7 @@ from .app_state import state_of
 from .command import RunsenseCommand
 from .render import lit
 from .sensor_group import JsonOption, sensor_app
+from .status import warn_if_no_daemon
 
 
 def _pick(ctx: typer.Context, names: list[str] | None, all_: bool) -> list[Any]:
@@ -41,6 +42,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
       runsense sensor list --json
     """
     evaluator = state_of(ctx).evaluator
+    warn_if_no_daemon(state_of(ctx))
     rows = []
     for sensor in evaluator.definitions.sensors.values():
         sensor_state = evaluator.state(sensor)
@@ -102,6 +104,7 @@ def start(
 
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
+    warn_if_no_daemon(state_of(ctx))
     out = render.console()
     err = render.console(stderr=True)
     for sensor in sensors:
