@@ -15,6 +15,7 @@ import typer
 from .. import __version__
 from ..errors import ConfigError, RunsenseError
 from ..values import MAX_NESTING, RESERVED_TAG_PREFIX, check_json
+from . import complete
 from .app_state import state_of
 from .command import RunsenseCommand
 from .errors import RunsenseGroup
@@ -97,7 +98,10 @@ def init(
 @app.command(cls=RunsenseCommand)
 def run(
     ctx: typer.Context,
-    job_name: Annotated[str, typer.Argument(metavar="JOB", help="The job to run.")],
+    job_name: Annotated[
+        str,
+        typer.Argument(metavar="JOB", help="The job to run.", autocompletion=complete.job_names),
+    ],
     config: Annotated[
         Path | None,
         typer.Option(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from typing import Any
 
 
 def _definitions():  # type: ignore[no-untyped-def]
@@ -45,4 +46,14 @@ def run_ids(incomplete: str) -> list[str]:
 def statuses(incomplete: str) -> list[str]:
     from ..runs import RunStatus
 
-    return [s.value for s in RunStatus if s.value.lower().startswith(incomplete.lower())]
+    # In the case being typed: shells filter completions by prefix, and any case is accepted.
+    lower = incomplete.islower()
+    values = [s.value.lower() if lower else s.value for s in RunStatus]
+    return [value for value in values if value.lower().startswith(incomplete.lower())]
+
+
+def sensor_arg(metavar: str, help: str) -> Any:
+    """A sensor name argument (NAME or NAME...) that completes from the project's sensors."""
+    import typer
+
+    return typer.Argument(metavar=metavar, help=help, autocompletion=sensor_names)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import RunsenseError
 from ..values import MAX_INT64
-from . import render
+from . import complete, render
 from .app_state import state_of
 from .command import RunsenseCommand
 from .sensor_group import JsonOption, sensor_app
@@ -20,7 +20,10 @@ from .status import warn_if_no_daemon
 @sensor_app.command("ticks", cls=RunsenseCommand)
 def ticks(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
+    name: Annotated[
+        str,
+        complete.sensor_arg("NAME", "The sensor."),
+    ],
     limit: Annotated[
         int,
         typer.Option(
@@ -111,7 +114,10 @@ def failures(
 @sensor_app.command("retry", cls=RunsenseCommand)
 def retry(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
+    name: Annotated[
+        str,
+        complete.sensor_arg("NAME", "The sensor."),
+    ],
     all_: Annotated[
         bool, typer.Option("--all", help="Every parked reaction of the sensor.")
     ] = False,
