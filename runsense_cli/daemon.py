@@ -26,8 +26,12 @@ from .identity import current
 from .launcher import DeadRun, RunLauncher
 from .overdue import mark_overdue_runs
 from .records import SensorStatus
+from .reload import CodeWatcher, reload_definitions
+from .runs import RunRecord
+from .storage import PruneResult
 
 DEFAULT_INTERVAL_S = 0.5
+PRUNE_EVERY_S = 3600.0  # with `retention` set, history older than it is pruned this often
 # A stop request is honoured between pages; a page still running this long after it (a slow or
 # hung sensor function) is abandoned, like a crash: the next daemon replays it (SPEC §5: 5 s).
 STOP_GRACE_S = 4.0
@@ -44,6 +48,9 @@ class DaemonReporter(Protocol):
     def tick(self, result: TickResult) -> None: ...
     def launched(self, run_ids: list[str]) -> None: ...
     def dead(self, dead: DeadRun) -> None: ...
+    def run_ended(self, run: RunRecord) -> None: ...
+    def pruned(self, result: PruneResult) -> None: ...
+    def reloaded(self, evaluator: SensorEvaluator) -> None: ...
     def error(self, message: str) -> None: ...
     def idle(self) -> None: ...
     def stopping(self) -> None: ...
@@ -89,6 +96,8 @@ class Daemon:
         interval: float = DEFAULT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
         stop_grace: float = STOP_GRACE_S,
+        retention: float | None = None,
+        watch_code: bool = False,
     ) -> None:
         self.evaluator = evaluator
         self.launcher = launcher
@@ -101,6 +110,14 @@ class Daemon:
         self._deadline: threading.Timer | None = None
         self.identity = str(current())
         self._last_beat = 0.0
+        self.retention = retention
+        self._last_prune = -PRUNE_EVERY_S
+        self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
+        directory = (evaluator.origin or {}).get("directory")
+        self.watcher = CodeWatcher(directory) if watch_code and directory else None
+        self.reload_error: str | None = None
+        # The fingerprint of the code running now (a failed reload leaves it behind the files).
+        self.loaded_code = self.watcher.fingerprint if self.watcher else None
 
     def request_stop(self, *_: object) -> None:
         """Signal handlers only set this flag; the tick notices it between reactions and commits
@@ -134,6 +151,7 @@ class Daemon:
         while not self.stop_requested.is_set():
             started = time.monotonic()
             try:
+                self._reload_if_changed()
                 self._heartbeat()
                 self.run_pass()
             except RunsenseError as exc:
@@ -165,12 +183,48 @@ class Daemon:
                 "sensors": sorted(self.evaluator.definitions.sensors),
                 "interval": self.interval,
                 "max_concurrent_runs": self.launcher.max_concurrent_runs,
+                # `status` compares this with the files now: is the daemon's code current?
+                "code": self.loaded_code,
+                "reload_error": self.reload_error,
             },
         )
 
+    def _reload_if_changed(self) -> None:
+        """New code takes effect between passes; code that fails to import is not taken."""
+        if self.watcher is None or not self.watcher.changed():
+            return
+        old = self.evaluator
+        try:
+            definitions = reload_definitions(old.origin or {})
+            evaluator = SensorEvaluator(
+                old.storage, definitions, old.origin, page_size=old.page_size
+            )
+            evaluator.register_sensors()
+        except RunsenseError as exc:
+            self.reload_error = str(exc)
+            self.reporter.error(f"reload failed, keeping the code loaded before: {exc}")
+        else:
+            self.evaluator = evaluator
+            self.reload_error = None
+            self.loaded_code = self.watcher.fingerprint
+            self.reporter.reloaded(evaluator)
+        self._last_beat = -self.launcher.heartbeat_timeout  # say so in `status` at once
+
     def run_pass(self) -> None:
-        for dead in self.launcher.fail_dead_runs():
-            self.reporter.dead(dead)
+        from .cancel import enforce_cancels
+
+        storage = self.evaluator.storage
+        for run in enforce_cancels(storage, self._signalled):
+            self.reporter.run_ended(run)
+        dead = self.launcher.fail_dead_runs()
+        for one in dead:
+            self.reporter.dead(one)
+        reported = {one.run.run_id for one in dead}
+        for run_id in self.launcher.take_ended():
+            run = storage.get_run(run_id)
+            if run.is_finished and run_id not in reported:
+                self.reporter.run_ended(run)
+        self._prune_when_due()
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
         now = self.clock()
@@ -199,6 +253,19 @@ class Daemon:
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
 
+    def _prune_when_due(self) -> None:
+        """With a retention, delete older history once an hour (SPEC §12)."""
+        if self.retention is None or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = time.monotonic()
+        from .operations import prune_history
+
+        result = prune_history(
+            self.evaluator.storage, self.launcher.home, self.clock() - self.retention
+        )
+        if result.run_ids or result.ticks or result.reactions:
+            self.reporter.pruned(result)
+
 
 def serve(
     evaluator: SensorEvaluator,
@@ -208,6 +275,8 @@ def serve(
     home: Path,
     interval: float = DEFAULT_INTERVAL_S,
     page_size: int | None = None,
+    retention: float | None = None,
+    watch_code: bool = True,
 ) -> None:
     """Run a daemon in the foreground until a stop signal (the `runsense daemon` command).
 
@@ -221,7 +290,14 @@ def serve(
         if page_size is not None:
             evaluator.page_size = page_size
         evaluator.register_sensors()
-        the_daemon = Daemon(evaluator, launcher, reporter, interval=interval)
+        the_daemon = Daemon(
+            evaluator,
+            launcher,
+            reporter,
+            interval=interval,
+            retention=retention,
+            watch_code=watch_code,
+        )
         the_daemon.install_signal_handlers()
         the_daemon.run_forever()
     finally:

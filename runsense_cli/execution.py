@@ -175,7 +175,16 @@ def execute_run(
     """
     started_run = storage.set_run_status(run, RunStatus.STARTED)
     if started_run is None:
-        return RunResult(storage.get_run(run.run_id), storage=storage)
+        stored = storage.get_run(run.run_id)
+        if stored.status == RunStatus.CANCELING:  # cancelled before it started: end it here
+            ended = storage.set_run_status(
+                stored,
+                RunStatus.CANCELED,
+                "Run canceled before it started.",
+                only_from=[RunStatus.CANCELING],
+            )
+            stored = ended or storage.get_run(run.run_id)
+        return RunResult(stored, storage=storage)
     try:
         with Heartbeat(storage, started_run.run_id):
             return _execute_nodes(storage, job, started_run, _guarded(on_step))
@@ -189,7 +198,8 @@ def _end_unfinished(storage: Storage, run: RunRecord, exc: BaseException) -> Non
         if storage.get_run(run.run_id).is_finished:
             return
         if isinstance(exc, KeyboardInterrupt):
-            storage.set_run_status(run, RunStatus.CANCELED, "Run canceled (interrupted).")
+            reason = getattr(exc, "reason", "interrupted")
+            storage.set_run_status(run, RunStatus.CANCELED, f"Run canceled ({reason}).")
         else:
             storage.set_run_status(
                 run,
@@ -260,9 +270,10 @@ def _execute_nodes(
                 step_key=node.name,
             )
             notify(StepReport("success", node.name, duration))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a cancel (cancel.RunCanceled)
         where = f' during step "{step}"' if step else ""
-        storage.set_run_status(run, RunStatus.CANCELED, f"Run canceled{where} (interrupted).")
+        reason = getattr(exc, "reason", "interrupted")
+        storage.set_run_status(run, RunStatus.CANCELED, f"Run canceled{where} ({reason}).")
         raise
     done = storage.set_run_status(run, RunStatus.SUCCESS)
     return RunResult(done or storage.get_run(run.run_id), outputs, storage=storage)
@@ -338,8 +349,12 @@ def start_run(
     *,
     launched_by: str,
     origin: dict[str, Any] | None = None,
+    queue: bool = False,
+    parent_run_id: str | None = None,
+    root_run_id: str | None = None,
 ) -> RunRecord:
-    """Create a run that this process executes now (status STARTING, this pid as its worker)."""
+    """Create a run that this process executes now (status STARTING, this pid as its worker),
+    or, with `queue`, a QUEUED one for a daemon (which needs `origin` to import the project)."""
     all_tags = {**job.tags, **check_tags(tags)}
     all_tags.setdefault("runsense/launched_by", launched_by)
     return storage.create_run(
@@ -347,9 +362,11 @@ def start_run(
         job.location,
         dict(run_config or {}),
         all_tags,
-        status=RunStatus.STARTING,
+        status=RunStatus.QUEUED if queue else RunStatus.STARTING,
         origin=origin,
-        worker=str(current()),
+        worker=None if queue else str(current()),
+        parent_run_id=parent_run_id,
+        root_run_id=root_run_id,
     )
 
 

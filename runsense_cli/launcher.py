@@ -63,6 +63,8 @@ class RunLauncher:
         # this launcher was watching, never because the database was away for a while.
         self._beats: dict[str, tuple[float | None, float]] = {}
         self._generation = storage.connection_generation
+        # Runs whose worker child exited since the last `take_ended` (for the daemon's log).
+        self._ended: list[str] = []
 
     def launch_queued(self, run_ids: set[str] | None = None) -> list[str]:
         """Claim and start queued runs (oldest first, or only `run_ids`) while there is room."""
@@ -130,7 +132,13 @@ class RunLauncher:
                 done[run_id] = code
                 del self.children[run_id]
                 self._exit_codes[run_id] = code
+                self._ended.append(run_id)
         return done
+
+    def take_ended(self) -> list[str]:
+        """Runs whose worker (a child of this launcher) has exited since the last call."""
+        ended, self._ended = self._ended, []
+        return ended
 
     def fail_dead_runs(self) -> list[DeadRun]:
         """Mark FAILURE every in-progress run whose worker is gone, once (compare-and-set)."""
@@ -148,12 +156,18 @@ class RunLauncher:
             reason = self._why_dead(run)
             if reason is None:
                 continue
-            failed = self.storage.set_run_status(
-                run,
-                RunStatus.FAILURE,
-                f'Execution of run for "{run.job_name}" failed. {reason}',
-                only_from=IN_PROGRESS_STATUSES,
-            )
+            if run.status == RunStatus.CANCELING:
+                # A cancelled run whose worker is gone (SIGKILL after the grace) ends CANCELED.
+                failed = self.storage.set_run_status(
+                    run, RunStatus.CANCELED, f"Run canceled. {reason}", only_from=[run.status]
+                )
+            else:
+                failed = self.storage.set_run_status(
+                    run,
+                    RunStatus.FAILURE,
+                    f'Execution of run for "{run.job_name}" failed. {reason}',
+                    only_from=IN_PROGRESS_STATUSES,
+                )
             if failed is not None:
                 dead.append(DeadRun(failed, reason))
         self._exit_codes.clear()  # the rest belong to runs that finished properly

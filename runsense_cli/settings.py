@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ProjectError
+from .errors import ProjectError, RunsenseError
 
 # key: (type, check, what it takes)
 KNOWN: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -23,6 +23,7 @@ KNOWN: dict[str, tuple[type | tuple[type, ...], str]] = {
         (int, float),
         "seconds without a heartbeat before a run is failed, >= 30 (workers beat every 10 s)",
     ),
+    "retention": (str, 'an age such as "30d" or "12h": the daemon prunes older history hourly'),
 }
 
 
@@ -70,6 +71,13 @@ def check_settings(values: Any, source: Path, section: str) -> dict[str, Any]:
             ok = value >= 30
         if ok and key == "max_concurrent_runs":
             ok = value >= 1
+        if ok and key == "retention":
+            from .operations import parse_age
+
+            try:
+                parse_age(value)
+            except RunsenseError:
+                ok = False
         if not ok:
             raise ProjectError(f"{where}: {key} = {value!r} is not valid", f"{key} takes {what}")
     return dict(values)

@@ -36,6 +36,7 @@ def main(argv: list[str]) -> int:
     with storage:
         run = storage.register_worker(run_id, token, str(current()))
         if run is None:
+            _end_if_canceled(storage, run_id)
             return 0
         from .execution import Heartbeat
 
@@ -44,7 +45,9 @@ def main(argv: list[str]) -> int:
 
 
 def _load_and_execute(storage: Storage, run: RunRecord) -> int:
+    from .cancel import cancel_on_sigterm
     from .execution import execute_run
+    from .run_output import stamp_output
 
     try:
         job = _load_job(storage, run.run_id, run.job_name)
@@ -56,8 +59,26 @@ def _load_and_execute(storage: Storage, run: RunRecord) -> int:
             error=ErrorInfo.from_exception(exc),
         )
         return 1
-    result = execute_run(storage, job, run)
+    stamp_output()
+    try:
+        with cancel_on_sigterm():
+            result = execute_run(storage, job, run)
+    except KeyboardInterrupt:
+        return 1  # cancelled: execute_run has stored the run CANCELED
     return 0 if result.success else 1
+
+
+def _end_if_canceled(storage: Storage, run_id: str) -> None:
+    """A run cancelled after its claim and before any worker took it ends here: no worker ever
+    will (register_worker only accepts STARTING)."""
+    run = storage.get_run(run_id)
+    if run.status == RunStatus.CANCELING and run.worker is None:
+        storage.set_run_status(
+            run,
+            RunStatus.CANCELED,
+            "Run canceled before it started.",
+            only_from=[RunStatus.CANCELING],
+        )
 
 
 def _load_job(storage: Storage, run_id: str, job_name: str):

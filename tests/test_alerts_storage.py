@@ -132,3 +132,25 @@ def test_sensor_values_commit_with_the_page_and_none_deletes(storage):
     )
     assert storage.sensor_values(state.sensor_id) == {"b": 1, "c": [1, 2]}
     storage.set_sensor_status(state.sensor_id, SensorStatus.STOPPED)
+
+
+def test_prune_keeps_the_runs_of_an_open_incident(backend):
+    """SPEC §12: prune never deletes an open incident's runs; a resolved one's may go."""
+    from runsense_cli.runs import RunStatus
+    from runsense_cli.storage import open_storage
+
+    with open_storage(url=backend) as storage:
+
+        def ended(job: str, status: RunStatus):
+            run = storage.create_run(
+                job, "loc", status=RunStatus.STARTING, worker="x/1/1/y", now=1.0
+            )
+            run = storage.set_run_status(run, RunStatus.STARTED, now=1.0)
+            return storage.set_run_status(run, status, now=2.0)
+
+        failing = ended("broken_job", RunStatus.FAILURE)  # opens an incident, still open
+        fixed = ended("flaky_job", RunStatus.FAILURE)
+        ended("flaky_job", RunStatus.SUCCESS)  # resolves flaky_job's incident
+        pruned = set(storage.prune(before=10.0).run_ids)
+        assert failing.run_id not in pruned and fixed.run_id in pruned
+        assert storage.get_run(failing.run_id).status == RunStatus.FAILURE

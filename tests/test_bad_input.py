@@ -305,7 +305,7 @@ CASES: dict[str, Case] = {
     # numbers beyond what SQLite stores
     "--limit huge (runs list)": Case(
         lambda e: [*e.f(), "runs", "list", "--limit", HUGE],
-        f"Invalid value for '--limit' / '-n': {HUGE} is not in the range 1<=x<=",
+        f"Invalid value for '--limit' / '-n': {HUGE} is not in the range 0<=x<=",
     ),
     "--limit huge (sensor ticks)": Case(
         lambda e: [*e.f(), "sensor", "ticks", "on_failure", "--limit", HUGE],

@@ -268,13 +268,16 @@ def test_sensor_start_warns_once_per_missing_variable(project, monkeypatch):
     monkeypatch.delenv("RS_TEST_SLACK_TOKEN", raising=False)
     result = rs(proj, "sensor", "start", "--all")
     assert "Started slack_on_run_failure" in ok(result)
-    [warning] = result.stderr.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("No runsense daemon is running")  # SPEC §12: said once
+    [warning] = lines[1:]
     assert warning.startswith("warning: $RS_TEST_SLACK_TOKEN is not set: slack_on_run_failure's")
     assert "literal" not in warning
     ok(rs(proj, "sensor", "stop", "--all"))
     monkeypatch.setenv("RS_TEST_SLACK_TOKEN", "xoxb-set")
     quiet = rs(proj, "sensor", "start", "slack_on_run_failure")
-    assert ok(quiet) and quiet.stderr == ""
+    assert ok(quiet) and quiet.stderr.startswith("No runsense daemon is running")
+    assert quiet.stderr.count("\n") == 1
 
 
 # -- 9. runs show answers "did my alert go out?" ---------------------------------------------

@@ -153,9 +153,11 @@ def test_tokens_with_crlf_and_url_characters_never_reach_storage_or_output(
         ]
         for name in ("crlf", "render_crlf", "render_url", "echo", "cut", "perm"):
             commands += [["sensor", "ticks", name], ["sensor", "ticks", name, "--json"]]
+        stdouts: list[str] = []
         for args in commands:
             result = runner.invoke(app, ["-f", str(project), *args])
             outputs.append(result.output + (result.stderr or ""))
+            stdouts.append(result.stdout)
         run_id = open_storage().list_runs()[0].run_id
         for name in ("render_crlf", "render_url", "perm"):
             preview = runner.invoke(
@@ -165,7 +167,7 @@ def test_tokens_with_crlf_and_url_characters_never_reach_storage_or_output(
             assert preview.exit_code == 0 and "would fail" in preview.stderr, preview.output
             assert PLACEHOLDER in preview.stderr
             outputs.append(preview.output + (preview.stderr or ""))
-    failures = json.loads(outputs[4])
+    failures = json.loads(stdouts[4])  # stderr says no daemon runs
     errors = {f["sensor"]: f["error"] for f in failures}
     assert set(errors) == {"crlf", "render_crlf", "render_url", "echo", "cut", "perm"}, errors
     assert f"Invalid header value b'Bearer {PLACEHOLDER}'" in errors["crlf"]

@@ -15,6 +15,7 @@ import typer
 from .. import __version__
 from ..errors import ConfigError, RunsenseError
 from ..values import MAX_NESTING, RESERVED_TAG_PREFIX, check_json
+from . import complete
 from .app_state import state_of
 from .command import RunsenseCommand
 from .errors import RunsenseGroup
@@ -97,7 +98,10 @@ def init(
 @app.command(cls=RunsenseCommand)
 def run(
     ctx: typer.Context,
-    job_name: Annotated[str, typer.Argument(metavar="JOB", help="The job to run.")],
+    job_name: Annotated[
+        str,
+        typer.Argument(metavar="JOB", help="The job to run.", autocompletion=complete.job_names),
+    ],
     config: Annotated[
         Path | None,
         typer.Option(
@@ -114,37 +118,30 @@ def run(
         list[str] | None,
         typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A run tag; repeatable."),
     ] = None,
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Queue the run for a daemon and print its id.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run as JSON (progress goes to stderr).")
+    ] = False,
 ) -> None:
-    """Run JOB here in the foreground; exit 0 on success, 1 on failure, 130 on Ctrl-C.
+    """Run JOB here in the foreground; exit 0 on success, 1 on failure or cancel, 130 on Ctrl-C.
+    With --queue, a daemon runs it instead.
 
     \b
     Examples:
       runsense run etl_job
       runsense run etl_job --config run.toml --tag team=data
+      runsense run etl_job --queue
     """
     from ..config import validate_run_config
-    from ..execution import execute_run, start_run
-    from .run_view import RunPrinter
 
     state = state_of(ctx)
     job = state.definitions.get_job(job_name)
     run_config = validate_run_config(job, _load_run_config(config, config_json))
-    tags = _parse_tags(tag or [])
-    storage = state.storage
-    state.evaluator  # noqa: B018 - first sight of RUNNING-by-default sensors starts them before this run
-    record = start_run(
-        storage, job, run_config, tags, launched_by="cli", origin=state.project_ref.to_origin()
-    )
-    printer = RunPrinter(record, verbose=state.verbose)
-    printer.begin()
-    try:
-        result = execute_run(storage, job, record, on_step=printer.step)
-    except KeyboardInterrupt:
-        # execute_run has stored the run CANCELED; say so, and exit as shells expect of Ctrl-C.
-        printer.canceled(storage.get_run(record.run_id))
-        raise typer.Exit(130) from None
-    printer.end(result)
-    raise typer.Exit(0 if result.success else 1)
+    from .run_here import execute_here
+
+    execute_here(state, job, run_config, _parse_tags(tag or []), queue=queue, as_json=as_json)
 
 
 def _load_run_config(path: Path | None, inline: str | None) -> dict[str, Any]:
@@ -346,7 +343,15 @@ def daemon(
         home=state.home,
         interval=float(state.setting("interval", interval, 0.5)),  # type: ignore[arg-type]
         page_size=page_size,
+        retention=_retention(state),
     )
+
+
+def _retention(state: Any) -> float | None:
+    from ..operations import parse_age
+
+    value = state.settings.get("retention")
+    return parse_age(value) if value else None
 
 
 def _exit_cleanly(*_: object) -> None:
@@ -357,8 +362,13 @@ def _register_groups() -> None:
     from . import sensor_history, sensors  # noqa: F401 - they add their commands to sensor_app
     from .db import db_app
     from .incidents import register
+    from .operate import prune  # also adds cancel, logs, rerun and delete to runs_app
     from .runs import runs_app
     from .sensor_group import sensor_app
+    from .status import status
+
+    app.command("prune", cls=RunsenseCommand)(prune)
+    app.command("status", cls=RunsenseCommand)(status)
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(sensor_app, name="sensor")

@@ -10,19 +10,43 @@ from typing import Any
 from ..evaluation import SensorEvaluator, TickResult
 from ..launcher import DeadRun
 from ..records import SensorStatus
-from ..runs import IN_PROGRESS_STATUSES
+from ..runs import IN_PROGRESS_STATUSES, RunRecord
+from ..storage import PruneResult
 from ..text import clean
 from . import render
 
 
 def make_reporter(evaluator: SensorEvaluator) -> Any:
-    if sys.stdout.isatty():
+    """The live view on a terminal that can redraw; log lines elsewhere (a pipe, TERM=dumb)."""
+    import os
+
+    if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb":
         return LiveReporter(evaluator)
     return LogReporter()
 
 
 def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
+    """ISO 8601 local time with its offset: sortable, and unambiguous across machines."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _ended_line(run: RunRecord) -> str:
+    took = render.duration(run.duration)
+    return f"run {run.run_id} {run.status.value} ({run.job_name}, {took})"
+
+
+def _reloaded_line(evaluator: SensorEvaluator) -> str:
+    names = ", ".join(sorted(evaluator.definitions.sensors)) or "none"
+    return f"project reloaded; sensors: {names}"
+
+
+def _pruned_line(result: PruneResult) -> str:
+    return (
+        f"pruned {len(result.run_ids)} run(s), {result.events} event(s), {result.ticks} tick(s),"
+        f" {result.reactions} reaction(s)"
+    )
 
 
 def _tick_line(result: TickResult) -> str:
@@ -55,7 +79,16 @@ class LogReporter:
             self._emit(f"run {run_id} launched")
 
     def dead(self, dead: DeadRun) -> None:
-        self._emit(f"run {dead.run.run_id} FAILURE: {dead.reason}")
+        self._emit(f"run {dead.run.run_id} {dead.run.status.value}: {dead.reason}")
+
+    def run_ended(self, run: RunRecord) -> None:
+        self._emit(_ended_line(run))
+
+    def pruned(self, result: PruneResult) -> None:
+        self._emit(_pruned_line(result))
+
+    def reloaded(self, evaluator: SensorEvaluator) -> None:
+        self._emit(_reloaded_line(evaluator))
 
     def error(self, message: str) -> None:
         self._emit(f"error: {message}")
@@ -92,8 +125,19 @@ class LiveReporter:
 
     def dead(self, dead: DeadRun) -> None:
         self.recent.appendleft(
-            f"{time.strftime('%H:%M:%S')} run {dead.run.run_id[:8]} FAILURE: {dead.reason}"
+            f"{time.strftime('%H:%M:%S')} run {dead.run.run_id[:8]} {dead.run.status.value}:"
+            f" {dead.reason}"
         )
+
+    def run_ended(self, run: RunRecord) -> None:
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} {_ended_line(run)}")
+
+    def pruned(self, result: PruneResult) -> None:
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} {_pruned_line(result)}")
+
+    def reloaded(self, evaluator: SensorEvaluator) -> None:
+        self.evaluator = evaluator
+        self.recent.appendleft(f"{time.strftime('%H:%M:%S')} {_reloaded_line(evaluator)}")
 
     def error(self, message: str) -> None:
         self.recent.appendleft(f"{time.strftime('%H:%M:%S')} error: {message}")

@@ -63,7 +63,15 @@ def console(stderr: bool = False) -> Console:
     literally); runsense's own markup never uses them."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, emoji=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False, emoji=False)
+    if not out.is_terminal:
+        # Piped: never fold a row (SPEC §13), so `grep` and `wc -l` see one line per row; tables
+        # are as wide as their content.
+        out.width = PIPE_WIDTH
+    return out
+
+
+PIPE_WIDTH = 100_000
 
 
 def lit(text: object) -> str:
@@ -107,10 +115,26 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}m"
 
 
+def age(seconds: float) -> str:
+    """A span in human units, two at most: `45s`, `2h 5m`, `3d`, `3d 4h`."""
+    seconds = int(max(0.0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    parts = []
+    for name, size in units:
+        if seconds >= size:
+            parts.append(f"{seconds // size}{name}")
+            seconds %= size
+        if len(parts) == 2 or (parts and name == "d" and seconds < 3600):
+            break
+    return " ".join(parts[:2])
+
+
 def ago(ts: float | None) -> str:
     if ts is None:
         return "never"
-    return f"{duration(max(0.0, time.time() - ts))} ago"
+    return f"{age(time.time() - ts)} ago"
 
 
 def styled(status: str) -> str:
@@ -265,11 +289,12 @@ def runs_table(runs: list[RunRecord]) -> Any:
     from rich.table import Table
 
     table = Table(title=None, header_style="bold")
+    # On a terminal, ids, names, statuses and times never fold; the trigger is cut with "…".
     table.add_column("run id", no_wrap=True)
-    table.add_column("job", overflow="fold", min_width=8)
+    table.add_column("job", no_wrap=True)
     for column in ("status", "start", "duration"):
         table.add_column(column, no_wrap=True)
-    table.add_column("trigger", overflow="fold", min_width=10)
+    table.add_column("trigger", overflow="ellipsis", no_wrap=True, min_width=10)
     for run in runs:
         table.add_row(
             run.run_id[:8],
@@ -286,8 +311,9 @@ def events_table(events: list[RunEvent]) -> Any:
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for column in ("id", "time", "event", "step", "message"):
-        table.add_column(column, overflow="fold")
+    for column in ("id", "time", "event", "step"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="ellipsis", no_wrap=True, min_width=10)
     for event in events:
         table.add_row(
             str(event.event_id),

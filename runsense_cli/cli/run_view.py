@@ -11,10 +11,10 @@ from .render import lit
 class RunPrinter:
     """Op names, log lines and errors are user text: always escaped, never read as markup."""
 
-    def __init__(self, run: RunRecord, verbose: bool = False) -> None:
+    def __init__(self, run: RunRecord, verbose: bool = False, stderr: bool = False) -> None:
         self.run = run
         self.verbose = verbose
-        self.out = render.console()
+        self.out = render.console(stderr=stderr)
         self.current_step: str | None = None
 
     def begin(self) -> None:
@@ -56,9 +56,9 @@ class RunPrinter:
             if not self.verbose:
                 self.out.print(f"[dim]Full traceback: runsense runs show {run.run_id[:8]}[/dim]")
 
-    def canceled(self, run: RunRecord) -> None:
+    def canceled(self, run: RunRecord, how: str = "interrupted") -> None:
         where = f" during op '{self.current_step}'" if self.current_step else ""
         self.out.print(
             f"Run {run.run_id[:8]} {render.styled(run.status.value)} after "
-            f"{render.duration(run.duration)}: interrupted{where}. Run id: {run.run_id}"
+            f"{render.duration(run.duration)}: {how}{where}. Run id: {run.run_id}"
         )

@@ -9,7 +9,7 @@ import typer
 from ..errors import RunsenseError
 from ..text import clean
 from ..values import MAX_INT64
-from . import render
+from . import complete, render
 from .app_state import state_of
 from .command import RunsenseCommand
 from .incidents import incident_json, incident_line
@@ -33,20 +33,29 @@ runs_app = typer.Typer(
 def list_runs(
     ctx: typer.Context,
     job: Annotated[
-        str | None, typer.Option("--job", metavar="JOB", help="Only runs of this job.")
+        str | None,
+        typer.Option(
+            "--job", metavar="JOB", help="Only runs of this job.", autocompletion=complete.job_names
+        ),
     ] = None,
     status: Annotated[
         str | None,
         typer.Option(
             "--status",
             metavar="STATUS",
+            autocompletion=complete.statuses,
             help="Only runs with this status (any case: failed, SUCCESS, queued...).",
         ),
     ] = None,
     limit: Annotated[
         int,
         typer.Option(
-            "--limit", "-n", metavar="N", help="At most this many runs.", min=1, max=MAX_INT64
+            "--limit",
+            "-n",
+            metavar="N",
+            help="At most this many runs (0: all).",
+            min=0,
+            max=MAX_INT64,
         ),
     ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -63,7 +72,7 @@ def list_runs(
     wanted = parse_status(status) if status is not None else None
     state = state_of(ctx)
     # clean(): an argument that is not UTF-8 (surrogate-escaped) cannot be a query parameter.
-    runs = state.reader.list_runs(clean(job) if job else job, wanted, limit)
+    runs = state.reader.list_runs(clean(job) if job else job, wanted, limit or None)
     if job is not None and not runs:
         _check_job(state, job)
     if as_json:
@@ -103,7 +112,12 @@ def _check_job(state: CliState, job: str) -> None:
 @runs_app.command("show", cls=RunsenseCommand)
 def show_run(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix.")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_ID", help="A run id or a unique prefix.", autocompletion=complete.run_ids
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a run, its event log, what sensors did about it and the runs they requested.

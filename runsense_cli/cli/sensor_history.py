@@ -10,16 +10,20 @@ import typer
 
 from ..errors import RunsenseError
 from ..values import MAX_INT64
-from . import render
+from . import complete, render
 from .app_state import state_of
 from .command import RunsenseCommand
 from .sensor_group import JsonOption, sensor_app
+from .status import warn_if_no_daemon
 
 
 @sensor_app.command("ticks", cls=RunsenseCommand)
 def ticks(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
+    name: Annotated[
+        str,
+        complete.sensor_arg("NAME", "The sensor."),
+    ],
     limit: Annotated[
         int,
         typer.Option(
@@ -67,6 +71,7 @@ def failures(
     definitions = state_of(ctx).definitions
     sensors = [definitions.get_sensor(name)] if name else list(definitions.sensors.values())
     evaluator = state_of(ctx).evaluator
+    warn_if_no_daemon(state_of(ctx))
     found = evaluator.storage.failed_reactions([evaluator.state(s).sensor_id for s in sensors])
     if as_json:
         render.print_json([render.failure_json(r) for r in found])
@@ -109,7 +114,10 @@ def failures(
 @sensor_app.command("retry", cls=RunsenseCommand)
 def retry(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
+    name: Annotated[
+        str,
+        complete.sensor_arg("NAME", "The sensor."),
+    ],
     all_: Annotated[
         bool, typer.Option("--all", help="Every parked reaction of the sensor.")
     ] = False,

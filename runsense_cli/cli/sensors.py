@@ -11,11 +11,12 @@ import typer
 from ..errors import RunsenseError
 from ..text import clean
 from ..values import MAX_INT64
-from . import render
+from . import complete, render
 from .app_state import state_of
 from .command import RunsenseCommand
 from .render import lit
 from .sensor_group import JsonOption, sensor_app
+from .status import warn_if_no_daemon
 
 
 def _pick(ctx: typer.Context, names: list[str] | None, all_: bool) -> list[Any]:
@@ -41,6 +42,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
       runsense sensor list --json
     """
     evaluator = state_of(ctx).evaluator
+    warn_if_no_daemon(state_of(ctx))
     rows = []
     for sensor in evaluator.definitions.sensors.values():
         sensor_state = evaluator.state(sensor)
@@ -80,9 +82,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @sensor_app.command("start", cls=RunsenseCommand)
 def start(
     ctx: typer.Context,
-    names: Annotated[
-        list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to start.")
-    ] = None,
+    names: Annotated[list[str] | None, complete.sensor_arg("NAME...", "Sensors to start.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Start every sensor.")] = False,
     from_now: Annotated[
         bool,
@@ -102,6 +102,7 @@ def start(
 
     sensors = _pick(ctx, names, all_)
     evaluator = state_of(ctx).evaluator
+    warn_if_no_daemon(state_of(ctx))
     out = render.console()
     err = render.console(stderr=True)
     for sensor in sensors:
@@ -134,9 +135,7 @@ def start(
 @sensor_app.command("stop", cls=RunsenseCommand)
 def stop(
     ctx: typer.Context,
-    names: Annotated[
-        list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to stop.")
-    ] = None,
+    names: Annotated[list[str] | None, complete.sensor_arg("NAME...", "Sensors to stop.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every sensor.")] = False,
 ) -> None:
     """Stop sensors; each keeps its cursor, so starting it again resumes where it stopped.
@@ -164,9 +163,7 @@ def stop(
 @sensor_app.command("reset", cls=RunsenseCommand)
 def reset(
     ctx: typer.Context,
-    names: Annotated[
-        list[str] | None, typer.Argument(metavar="NAME...", help="Sensors to reset.")
-    ] = None,
+    names: Annotated[list[str] | None, complete.sensor_arg("NAME...", "Sensors to reset.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Reset every sensor.")] = False,
 ) -> None:
     """Hand a sensor's status back to its code: it runs or stops as its `default_status` says,
@@ -291,7 +288,10 @@ def _is_running(state: Any, sensor: Any) -> bool:
 @sensor_app.command("preview", cls=RunsenseCommand)
 def preview(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor to evaluate.")],
+    name: Annotated[
+        str,
+        complete.sensor_arg("NAME", "The sensor to evaluate."),
+    ],
     run_id: Annotated[
         str | None,
         typer.Option("--run", metavar="RUN_ID", help="Evaluate against this past run."),
@@ -396,7 +396,10 @@ def _placeholder_event(run: Any, sensor: Any) -> Any:
 @sensor_app.command("cursor", cls=RunsenseCommand)
 def cursor(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sensor.")],
+    name: Annotated[
+        str,
+        complete.sensor_arg("NAME", "The sensor."),
+    ],
     set_to: Annotated[
         int | None,
         typer.Option(

@@ -96,9 +96,13 @@ class CliState:
     @property
     def definitions(self) -> Definitions:
         if self._definitions is None:
+            import contextlib
+
             from ..project import load_project
 
-            self._definitions = load_project(self.project_ref)
+            # What a project prints at import goes to stderr: stdout may hold a --json document.
+            with contextlib.redirect_stdout(sys.stderr):
+                self._definitions = load_project(self.project_ref)
         return self._definitions
 
     @property

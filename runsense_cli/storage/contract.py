@@ -31,6 +31,7 @@ from .shapes import (
     DaemonRecord,
     NewRun,
     PageResult,
+    PruneResult,
     SensorScope,
     WriteBack,
 )
@@ -363,6 +364,24 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def set_sensor_values(self, sensor_id: int, values: Mapping[str, Any]) -> None:
         """Set values outside a tick (None deletes); ticks use `commit_page`'s."""
+
+    # -- removing history (runs delete, prune, retention) -----------------------------------
+
+    @abc.abstractmethod
+    def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Delete finished runs (SUCCESS, FAILURE, CANCELED) with their events and the reactions
+        to them, in one transaction; runs in progress or queued are left alone. Returns the ids
+        deleted. Event ids are never reused, so no sensor cursor ever points at a new event."""
+
+    @abc.abstractmethod
+    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+        """Delete history older than `before` (epoch seconds), in one transaction:
+        - finished runs that ended before it, with their events and reactions, except a run with
+          an event some RUNNING sensor has not consumed yet (id > its cursor) or a reaction still
+          RETRYING (it needs the run);
+        - ticks started before it, except each sensor's newest (`sensor list` shows it);
+        - finished reactions (SUCCESS, SKIPPED) created before it.
+        Runs still in progress or queued are never touched. `dry_run` counts, deleting nothing."""
 
     # -- daemons -----------------------------------------------------------------------------
 

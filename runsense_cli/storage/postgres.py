@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ..errors import StorageError, StorageUnavailableError
+from .ops_sql import OpsSql
 from .runs_sql import RunsSql
 from .schema import POSTGRES, SCHEMA_VERSION
 from .sensors_sql import SensorsSql
@@ -48,7 +49,7 @@ class _ConnectionLost(StorageUnavailableError):
     pass
 
 
-class PostgresStorage(RunsSql, SensorsSql):
+class PostgresStorage(RunsSql, SensorsSql, OpsSql):
     backend = "postgresql"
     single_host = False
     needs_heartbeats = True

@@ -157,6 +157,14 @@ CREATE TABLE daemons (
 )
 """
 
+M003_OPERATIONS = """
+-- prune: "finished runs that ended before T", "ticks started before T" and "reactions created
+-- before T" are range scans, so an hourly prune stays cheap at any history size.
+CREATE INDEX runs_by_end ON runs (end_time);
+CREATE INDEX ticks_by_started ON ticks (started_at);
+CREATE INDEX reactions_by_created ON reactions (created_at)
+"""
+
 # Issue 11. Only new tables and indexes, all IF NOT EXISTS, touching no table another migration
 # alters: it commutes with M003_OPERATIONS (the operations branch), so whichever number each gets
 # at merge, applying them in either order gives the same schema. (Third here; renumbered at merge.)
@@ -210,7 +218,7 @@ CREATE TABLE IF NOT EXISTS run_overdue (
 CREATE INDEX IF NOT EXISTS run_overdue_by_event ON run_overdue (event_id)
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS, M004_ALERTS]
+MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS, M003_OPERATIONS, M004_ALERTS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Parents before children, for `db copy`.

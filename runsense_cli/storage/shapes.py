@@ -64,6 +64,16 @@ class DaemonRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune` deleted (or, with `dry_run`, would delete)."""
+
+    run_ids: list[str]
+    events: int
+    ticks: int
+    reactions: int
+
+
 # Forward-only run statuses: a move is allowed only to a higher rank (guarantee 2).
 STATUS_RANK: dict[RunStatus, int] = {
     RunStatus.NOT_STARTED: 0,

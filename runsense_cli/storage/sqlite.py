@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import StorageError
 from ..home import DB_FILENAME, resolve_home
+from .ops_sql import OpsSql
 from .runs_sql import RunsSql
 from .schema import SCHEMA_VERSION, SQLITE
 from .sensors_sql import SensorsSql
@@ -33,7 +34,7 @@ MOVE_AWAY = "move it away or point --home at another directory"
 _OPEN_FILES: dict[tuple[int, int], int] = {}
 
 
-class SqliteStorage(RunsSql, SensorsSql):
+class SqliteStorage(RunsSql, SensorsSql, OpsSql):
     backend = "sqlite"
     single_host = True
     needs_heartbeats = False

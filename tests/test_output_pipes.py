@@ -1,0 +1,99 @@
+"""Output for people and scripts (SPEC §13): rows never fold in a pipe, ages in human units,
+shell completion, --limit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runsense_cli.cli.render import age
+from tests.processes import RUNSENSE, RUNSENSE_SCRIPT, cli, env_for
+
+LONG = "a_job_with_a_really_quite_long_name_that_would_fold_in_forty_columns"
+PROJECT = f"""
+from runsense_cli import Definitions, job, op
+
+@op
+def step():
+    pass
+
+@job(name="{LONG}")
+def long_job():
+    step()
+
+@job
+def short_job():
+    step()
+
+defs = Definitions(jobs=[long_job, short_job])
+"""
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    path = tmp_path / "proj" / "pipedefs.py"
+    path.parent.mkdir()
+    path.write_text(PROJECT)
+    return path
+
+
+@pytest.mark.parametrize("columns", ["40", "200"])
+def test_piped_tables_keep_one_row_per_line(home, proj, columns):
+    for job in (LONG, "short_job", LONG):
+        assert cli(home, proj, "run", job).returncode == 0
+    done = subprocess.run(
+        [*RUNSENSE, "-f", str(proj), "runs", "list"],
+        env=env_for(home, COLUMNS=columns),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 + 4  # three rows, the header, and three rules
+    assert sum(LONG in line for line in lines) == 2  # each long name whole, on its row
+
+
+def test_limit_zero_lists_every_run(home, proj):
+    for _ in range(3):
+        cli(home, proj, "run", "short_job")
+    runs = json.loads(cli(home, proj, "runs", "list", "--limit", "0", "--json").stdout)
+    assert len(runs) == 3
+    assert len(json.loads(cli(home, proj, "runs", "list", "-n", "1", "--json").stdout)) == 1
+
+
+def test_ages_in_human_units():
+    assert [age(s) for s in (5, 125, 2 * 3600 + 5 * 60 + 7, 3 * 86400 + 60, 3 * 86400 + 7200)] == [
+        "5s",
+        "2m 5s",
+        "2h 5m",
+        "3d",
+        "3d 2h",
+    ]
+
+
+def complete(home: Path, proj: Path, words: str) -> list[str]:
+    env = env_for(
+        home,
+        _RUNSENSE_COMPLETE="complete_bash",
+        COMP_WORDS=words,
+        COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+    )
+    done = subprocess.run(
+        [*RUNSENSE_SCRIPT], env=env, cwd=proj.parent, capture_output=True, text=True
+    )
+    return done.stdout.split()
+
+
+def test_shell_completion_of_jobs_statuses_and_run_ids(home, proj):
+    if not RUNSENSE_SCRIPT[0].endswith("runsense"):
+        pytest.skip("the runsense console script is not installed")
+    (proj.parent / "runsense.toml").write_text('module = "pipedefs"\n')
+    assert complete(home, proj, "runsense run sh") == ["short_job"]
+    assert complete(home, proj, "runsense runs list --status fa") == ["failure"]
+    run_id = json.loads(cli(home, proj, "run", "short_job", "--json").stdout)["run_id"]
+    assert complete(home, proj, f"runsense runs show {run_id[:6]}") == [run_id]
+    assert os.environ.get("_RUNSENSE_COMPLETE") is None
