@@ -2,7 +2,7 @@
 
 The public API mirrors Dagster's run status sensors, so `from dagster import ...` snippets work
 with only the import line changed. Names are imported on first use (PEP 562), so `runsense --help`
-does not pay for SQLite, logging or slack_sdk.
+does not pay for SQLite, logging, smtplib or slack_sdk.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ _EXPORTS = {
     "run_failure_sensor": "sensors",
     "run_status_sensor": "sensors",
     "make_slack_on_run_failure_sensor": "slack",
-    "EnvVar": "slack",
+    "EnvVar": "secrets",
+    "make_email_on_run_failure_sensor": "email_alerts",
     "run_overdue_sensor": "page_sensors",
     "run_status_page_sensor": "page_sensors",
     "SensorPage": "page_sensors",
@@ -67,6 +68,7 @@ __all__ = [
     "__version__",
     "build_run_status_sensor_context",
     "job",
+    "make_email_on_run_failure_sensor",
     "make_slack_on_run_failure_sensor",
     "op",
     "run_failure_sensor",
@@ -91,11 +93,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .definitions import Definitions
+    from .email_alerts import make_email_on_run_failure_sensor
     from .errors import RunsenseError
     from .jobs import JobDefinition, OpDefinition, job, op
     from .page_sensors import SensorPage, run_overdue_sensor, run_status_page_sensor
     from .records import Incident
     from .runs import DagsterRunStatus, RunRecord, RunStatus
+    from .secrets import EnvVar
     from .sensor_context import RunOverdueSensorContext
     from .sensor_state import SensorStateStore
     from .sensors import (
@@ -111,4 +115,4 @@ if TYPE_CHECKING:
         run_failure_sensor,
         run_status_sensor,
     )
-    from .slack import EnvVar, make_slack_on_run_failure_sensor
+    from .slack import make_slack_on_run_failure_sensor

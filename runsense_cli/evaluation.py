@@ -289,13 +289,15 @@ class SensorEvaluator:
         keys_in_page: dict[str, str] | None = None,
         keep_log: Callable[[str], None] | None = None,
         store: SensorStateStore | None = None,
+        preview: list[Any] | None = None,
     ) -> list[Outcome]:
-        """Call a page sensor's function once for all `pairs`; one outcome per pair."""
+        """Call a page sensor's function once for all `pairs`; one outcome per pair. With a
+        `preview` list, the page is a preview (`page.preview`) recording into it."""
         store = store if store is not None else SensorStateStore()
         contexts: list[RunStatusSensorContext] = [
             sensor.build_context(run, event, self.instance, keep_log, store) for event, run in pairs
         ]
-        page = SensorPage(sensor.name, contexts, store)
+        page = SensorPage(sensor.name, contexts, store, preview=preview)
         try:
             sensor.evaluate_run(page)  # type: ignore[arg-type]
         except PermanentReactionError as exc:

@@ -24,6 +24,10 @@ class SensorPage:
     `SkipReason`, a `RunRequest`, a list of them, or an exception: that run's reaction fails
     and is retried, or parked at once for a `PermanentReactionError`). If the function raises,
     every run of the page gets a failed reaction; retries come back as one page.
+
+    In `runsense sensor preview`, `preview` is True: the function should call
+    `would_send(message)` instead of sending, and the preview prints those messages as JSON
+    (state writes are kept in memory only).
     """
 
     def __init__(
@@ -32,8 +36,11 @@ class SensorPage:
         contexts: Sequence[RunStatusSensorContext],
         state: SensorStateStore,
         logger: logging.Logger | None = None,
+        preview: list[Any] | None = None,
     ) -> None:
         self.sensor_name = sensor_name
+        self.preview = preview is not None
+        self._sent = preview
         self.contexts = list(contexts)
         self.state = state
         self.log = logger or logging.getLogger(f"runsense.sensor.{sensor_name}")
@@ -42,6 +49,12 @@ class SensorPage:
     def set_result(self, context: RunStatusSensorContext, result: Any) -> None:
         """What this run's reaction amounts to (as a per-run function's return value would)."""
         self._results[id(context)] = result
+
+    def would_send(self, message: Any) -> None:
+        """In a preview, record `message` (JSON-able) as what this page would send."""
+        if self._sent is None:
+            raise RuntimeError("would_send() is for previews: send for real unless page.preview")
+        self._sent.append(message)
 
     def result_for(self, context: RunStatusSensorContext) -> Any:
         return self._results.get(id(context))

@@ -10,9 +10,12 @@ run of 8 or more of a spelling's first characters, wherever it occurs. Redact be
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
+
+from .errors import DefinitionError
 
 PLACEHOLDER = "<redacted>"
 MIN_PREFIX = 8  # a shorter prefix says too little about the secret to be worth hiding
@@ -84,3 +87,34 @@ def _matching(text: str, start: int, form: str) -> int:
     ):
         length += 1
     return length
+
+
+class EnvVar:
+    """A secret (a Slack token, an SMTP password) read from the environment at each use, so it is
+    never in the project code.
+
+    A missing variable makes an ordinary failed reaction, retried with the sensor's back-off
+    rather than parked: the fix (set the variable, restart the daemon or run `sensor tick` again)
+    then sends the waiting alerts on their next attempt without a `sensor retry`.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"EnvVar needs a variable name, got {name!r}")
+        self.name = name
+
+    def get(self, what: str = "the secret") -> str:
+        """The value; `what` names the secret in the error when the variable is unset."""
+        value = os.environ.get(self.name)
+        if not value:
+            raise RuntimeError(f"{what} is missing: set the environment variable {self.name}")
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnvVar) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"EnvVar({self.name!r})"

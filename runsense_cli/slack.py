@@ -18,6 +18,7 @@ from .errors import DefinitionError, describe
 from .jobs import JobDefinition
 from .page_sensors import SensorPage
 from .runs import RunStatus
+from .secrets import EnvVar
 from .sensors import (
     DefaultSensorStatus,
     PermanentReactionError,
@@ -65,37 +66,6 @@ PERMANENT_SLACK_ERRORS = frozenset(
         "invalid_arguments",
     }
 )
-
-
-class EnvVar:
-    """A Slack token read from the environment at each post, so it is never in the project code.
-
-    A missing variable makes an ordinary failed reaction, retried with the sensor's back-off
-    rather than parked: the fix (set the variable, restart the daemon or run `sensor tick` again)
-    then sends the waiting alerts on their next attempt without a `sensor retry`.
-    """
-
-    def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"EnvVar needs a variable name, got {name!r}")
-        self.name = name
-
-    def get(self) -> str:
-        value = os.environ.get(self.name)
-        if not value:
-            raise RuntimeError(
-                f"the Slack token is missing: set the environment variable {self.name}"
-            )
-        return value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EnvVar) and other.name == self.name
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __repr__(self) -> str:
-        return f"EnvVar({self.name!r})"
 
 
 Token = str | EnvVar
@@ -196,6 +166,9 @@ def default_text(context: RunFailureSensorContext) -> str:
 class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
     """A failure sensor whose reaction is one `chat.postMessage`; see the factory for the options."""
 
+    preview_action = "post this to Slack"
+    previews_pages = True  # its page function honours `page.preview`
+
     def __init__(
         self,
         channel: str,
@@ -289,15 +262,28 @@ class SlackRunFailureSensorDefinition(RunStatusSensorDefinition):
     def _post(self, context: RunStatusSensorContext) -> SkipReason | None:
         if context.dagster_run.will_retry and not self.include_retries:
             return SkipReason("this run will be retried: no alert until its last try")
-        token = self._token.get() if isinstance(self._token, EnvVar) else self._token
+        token = (
+            self._token.get("the Slack token") if isinstance(self._token, EnvVar) else self._token
+        )
         self._guarded(
             token, lambda: self._send(token, "chat.postMessage", self.build_message(context))
         )
         return None
 
     def _post_page(self, page: SensorPage) -> None:
-        """Threads, recoveries and digests (see `slack_threads`), one Web API call at a time."""
-        token = self._token.get() if isinstance(self._token, EnvVar) else self._token
+        """Threads, recoveries and digests (see `slack_threads`), one Web API call at a time; in
+        a preview, the calls are recorded instead (threads not yet posted have ts "pending")."""
+        if page.preview:
+
+            def record(method: str, arguments: dict[str, Any]) -> dict[str, Any]:
+                page.would_send({"method": method, **arguments})
+                return {"ok": True, "channel": arguments.get("channel"), "ts": "pending"}
+
+            slack_threads.post_page(self, page, record)
+            return
+        token = (
+            self._token.get("the Slack token") if isinstance(self._token, EnvVar) else self._token
+        )
         client = slack_client(
             token, self.timeout_seconds, self.http_retries, self.http_backoff_seconds
         )

@@ -1,6 +1,7 @@
 """The seed page's jobs and sensors, with only the import line changed from Dagster's."""
 
 import os
+import time
 
 from runsense_cli import (
     DagsterRunStatus,
@@ -11,9 +12,11 @@ from runsense_cli import (
     RunRequest,
     SkipReason,
     job,
+    make_email_on_run_failure_sensor,
     make_slack_on_run_failure_sensor,
     op,
     run_failure_sensor,
+    run_overdue_sensor,
     run_status_sensor,
 )
 
@@ -106,7 +109,56 @@ slack_on_run_failure = make_slack_on_run_failure_sensor(
     else DefaultSensorStatus.STOPPED,
 )
 
+# Alerts people can live with (README "Alerting"). All start STOPPED; `runsense sensor preview
+# NAME` shows what they would send without sending it.
+# One thread per incident and one digest for more than 10 failures in a tick.
+slack_incidents = make_slack_on_run_failure_sensor(
+    channel=os.environ.get("RUNSENSE_SLACK_CHANNEL", "#alerts"),
+    slack_token=EnvVar("SLACK_BOT_TOKEN"),
+    name="slack_incidents",
+    incidents=True,
+    digest_threshold=10,
+)
+
+# Emails every failed run: export SMTP_PASSWORD=... and `runsense sensor start email_on_run_failure`.
+email_on_run_failure = make_email_on_run_failure_sensor(
+    email_from=os.environ.get("RUNSENSE_EMAIL_FROM", "runsense@example.com"),
+    email_password=EnvVar("SMTP_PASSWORD"),
+    email_to=[os.environ.get("RUNSENSE_EMAIL_TO", "oncall@example.com")],
+    smtp_host=os.environ.get("RUNSENSE_SMTP_HOST", "smtp.gmail.com"),
+)
+
+
+@op
+def slow_step(context) -> None:
+    context.log.info("taking longer than the job's runsense/max_runtime of 1s")
+    time.sleep(3)
+
+
+@job(
+    tags={"runsense/max_runtime": "1"},
+    description="Runs 3s against a 1s max_runtime: the daemon marks it overdue.",
+)
+def slow_job():
+    slow_step()
+
+
+@run_overdue_sensor()
+def log_overdue(context):
+    """Log runs past their runsense/max_runtime (the run keeps going)."""
+    context.log.warning(
+        f"{context.dagster_run.job_name} {context.phase} for {context.overdue_seconds:.0f}s"
+    )
+
+
 defs = Definitions(
-    jobs=[etl_job, hello_job, failing_job],
-    sensors=[report_status_sensor, log_failures, slack_on_run_failure],
+    jobs=[etl_job, hello_job, failing_job, slow_job],
+    sensors=[
+        report_status_sensor,
+        log_failures,
+        slack_on_run_failure,
+        slack_incidents,
+        email_on_run_failure,
+        log_overdue,
+    ],
 )

@@ -86,6 +86,9 @@ def test_sample_sensors_react_through_real_workers(env):
         "report_status_sensor": "RUNNING",
         "log_failures": "RUNNING",
         "slack_on_run_failure": "STOPPED",  # no SLACK_BOT_TOKEN at its first load
+        "slack_incidents": "STOPPED",
+        "email_on_run_failure": "STOPPED",
+        "log_overdue": "STOPPED",
     }
 
 

@@ -3,13 +3,11 @@ are in sensor_history)."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import RunsenseError
-from ..text import clean
 from ..values import MAX_INT64
 from . import complete, render
 from .app_state import state_of
@@ -303,94 +301,18 @@ def preview(
 ) -> None:
     """Evaluate a sensor without storing anything (its function really runs).
 
-    Only the preview goes to stdout (a Slack message as JSON: one object for --run, a list
-    for waiting events); notes and warnings go to stderr.
+    Only the preview goes to stdout: what an alert sensor (Slack, email) would send, as JSON (one
+    object for --run, a list for waiting events), and for a page sensor (Slack threads and
+    digests included) the list of messages the page would send; notes go to stderr.
 
     \b
     Examples:
       runsense sensor preview log_failures
       runsense sensor preview slack_on_run_failure --run 534d9094 | python3 -m json.tool
     """
-    from ..evaluation import SensorEvaluator
-    from ..records import ReactionState
-    from .state import show_sensor_logs
+    from .preview import show_preview
 
-    state = state_of(ctx)
-    sensor = state.definitions.get_sensor(name)
-    show_sensor_logs()  # state.evaluator does it for the other commands
-    # Not state.evaluator: registering sensors would write, and a preview stores nothing;
-    # not state.storage either: on a fresh home it would create the database.
-    storage = state.reader
-    evaluator = SensorEvaluator(storage, state.definitions, state.project_ref.to_origin())
-    sensor_state = storage.sensor_state(evaluator.location, sensor.name)
-    err = render.console(stderr=True)
-    if run_id is not None:
-        run = storage.find_run(clean(run_id))
-        event = storage.status_event_for_run(run.run_id, sensor.event_type)
-        if event is None:
-            err.print(
-                f"[yellow]note:[/yellow] run {run.run_id[:8]} never reached {sensor.status_label}; previewing anyway."
-            )
-        pairs = [(event, run)]
-    else:
-        cursor = sensor_state.cursor if sensor_state else storage.newest_event_id()
-        page, _ = storage.status_events_after(
-            sensor.event_types, cursor, sensor.scope(evaluator.location), limit
-        )
-        pairs = list(page)
-    build_message = getattr(sensor, "preview_message", None)
-    if not pairs:
-        err.print(
-            f"No {sensor.status_label} events waiting for {lit(sensor.name)}; use --run RUN_ID"
-            " to try a past run."
-        )
-        if build_message is not None:
-            typer.echo("[]")  # still one JSON document on stdout
-        return
-    out = render.console()
-    if build_message is None:
-        err.print(
-            "[yellow]warning:[/yellow] preview calls the sensor's function for real; its side effects happen, nothing is stored."
-        )
-    sensor_id = sensor_state.sensor_id if sensor_state else None
-    if build_message is not None:
-        messages = []
-        for event, run in pairs:
-            header = f"run {run.run_id[:8]} ({lit(run.job_name)}, {run.status.value}):"
-            try:
-                messages.append(build_message(sensor.build_context(run, event, storage)))
-            except RuntimeError as exc:  # a text_fn that raises; the message is redacted
-                err.print(f"{header} [red]would fail[/red]: {lit(exc)}")
-                continue
-            err.print(f"{header} would post this to Slack (nothing is sent):")
-        if not messages:
-            if run_id is None:
-                typer.echo("[]")  # still one JSON document on stdout
-            return
-        # Plain JSON, not rich (wrapping would break it), alone on stdout so it pipes.
-        typer.echo(json.dumps(messages[0] if run_id is not None else messages, indent=2))
-        return
-    for event, run in pairs:
-        header = f"run {run.run_id[:8]} ({lit(run.job_name)}, {run.status.value}):"
-        outcome = evaluator.react(sensor, sensor_id, event or _placeholder_event(run, sensor), run)
-        if outcome.error:
-            out.print(f"{header} [red]would fail[/red]: {lit(outcome.error)}")
-        elif outcome.new_runs:
-            for new in outcome.new_runs:
-                config = lit(json.dumps(new.run_config))
-                out.print(
-                    f"{header} would request a run of {lit(new.job_name)} with config {config}"
-                )
-        elif outcome.state == ReactionState.SKIPPED:
-            out.print(f"{header} would skip: {lit(outcome.skip_message)}")
-        else:
-            out.print(f"{header} would write: {lit(outcome.write_back)}")
-
-
-def _placeholder_event(run: Any, sensor: Any) -> Any:
-    from ..runs import RunEvent
-
-    return RunEvent(0, run.run_id, sensor.event_type, run.end_time or run.created_at, "")
+    show_preview(state_of(ctx), name, run_id, limit)
 
 
 @sensor_app.command("cursor", cls=RunsenseCommand)
