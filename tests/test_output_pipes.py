@@ -97,3 +97,38 @@ def test_shell_completion_of_jobs_statuses_and_run_ids(home, proj):
     run_id = json.loads(cli(home, proj, "run", "short_job", "--json").stdout)["run_id"]
     assert complete(home, proj, f"runsense runs show {run_id[:6]}") == [run_id]
     assert os.environ.get("_RUNSENSE_COMPLETE") is None
+
+
+def test_sensor_tick_and_cursor_print_one_json_document(home, project):
+    """SPEC §13: --json on `sensor tick` and `sensor cursor`: stdout holds only the document."""
+    import json
+    import subprocess
+
+    from tests.helpers import PROJECT
+    from tests.processes import RUNSENSE, env_for
+
+    path = project(PROJECT)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*RUNSENSE, "-f", str(path), *args],
+            env=env_for(home),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert run("sensor", "start", "report_status_sensor").returncode == 0
+    assert run("run", "ok_job").returncode == 0
+    ticked = run("sensor", "tick", "report_status_sensor", "--json")
+    assert ticked.returncode == 0, ticked.stderr
+    [tick] = json.loads(ticked.stdout)
+    assert (tick["sensor"], tick["reactions"], len(tick["run_ids"])) == (
+        "report_status_sensor",
+        1,
+        1,
+    )
+    assert "Running 1 requested run" in ticked.stderr
+    moved = run("sensor", "cursor", "report_status_sensor", "--from-now", "--json")
+    document = json.loads(moved.stdout)
+    assert document["cursor"] == document["newest_event_id"] and document["lag"] == 0

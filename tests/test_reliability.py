@@ -363,6 +363,7 @@ def test_a_raising_sensor_is_retried_on_schedule_parked_and_brought_back(
         )
         [(_, _, _, _, error)] = query(home, REACTIONS, "flaky_alert")
         assert "ConnectionError: alerting service down" in error
+        wait_for_log(log, f"parked: flaky_alert on run {run1}")  # the daemon says so, once
         # on schedule: 0.2 s, then 0.4 s (doubling) between the three attempts
         first, second, third = [t for (t,) in query(home, FAILED_TICKS)]
         assert 0.2 <= second - first < 1.2, second - first

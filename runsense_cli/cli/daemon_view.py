@@ -9,7 +9,7 @@ from typing import Any
 
 from ..evaluation import SensorEvaluator, TickResult
 from ..launcher import DeadRun
-from ..records import SensorStatus
+from ..records import ReactionState, SensorStatus
 from ..runs import IN_PROGRESS_STATUSES, RunRecord
 from ..storage import PruneResult
 from ..text import clean
@@ -73,6 +73,13 @@ class LogReporter:
 
     def tick(self, result: TickResult) -> None:
         self._emit(_tick_line(result))
+        for reaction, run in result.reactions:
+            if reaction.state == ReactionState.DEAD:  # parked: needs a person (`sensor retry`)
+                last = (reaction.error or "").strip().splitlines()[-1:] or [""]
+                self._emit(
+                    f"parked: {result.sensor} on run {run.run_id} (event {reaction.event_id},"
+                    f" {reaction.attempts} attempt(s)): {clean(last[0])}"
+                )
 
     def launched(self, run_ids: list[str]) -> None:
         for run_id in run_ids:

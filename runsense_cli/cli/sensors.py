@@ -201,13 +201,15 @@ def tick(
             metavar="N", help="Run workers at most at once [default: 4].", min=1, max=10_000
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Tick running sensors once: handle every waiting event, then run what they requested.
+    With --json, stdout holds one list of ticks and the progress goes to stderr.
 
     \b
     Examples:
       runsense sensor tick
-      runsense sensor tick log_failures --no-wait
+      runsense sensor tick log_failures --no-wait --json
     """
     from ..records import SensorStatus
 
@@ -228,16 +230,20 @@ def tick(
             for s in state.definitions.sensors.values()
             if evaluator.state(s).status == SensorStatus.RUNNING
         ]
-    out = render.console()
+    out = render.console(stderr=as_json)
     if not sensors:
         out.print("No running sensors. Start one with: runsense sensor start NAME")
+        if as_json:
+            render.print_json([])
         return
     failed = False
     requested: list[str] = []
+    ticks: list[Any] = []
     dot = render.mark("dot")
     for sensor in sensors:
         result = evaluator.tick(sensor)
         t = result.tick
+        ticks.append(t)
         failed |= bool(t.errors)
         requested += t.run_ids
         out.print(
@@ -270,6 +276,8 @@ def tick(
                 )
 
             launcher.wait_for(set(requested), on_finish=finished)
+    if as_json:
+        render.print_json([render.tick_json(t) for t in ticks])
     raise typer.Exit(1 if failed else 0)
 
 
@@ -335,6 +343,7 @@ def cursor(
     from_now: Annotated[
         bool, typer.Option("--from-now", help="Move the cursor to the newest event.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show or move a sensor's cursor (the last status event it consumed).
 
@@ -356,10 +365,23 @@ def cursor(
     newest = storage.newest_event_id()
     target = newest if from_now else set_to
     out = render.console()
+    before = sensor_state.cursor
     if target is not None:
         storage.set_cursor(sensor_state.sensor_id, target)
-        out.print(f"Moved {lit(sensor.name)}'s cursor from {sensor_state.cursor} to {target}.")
+        if not as_json:
+            out.print(f"Moved {lit(sensor.name)}'s cursor from {before} to {target}.")
         sensor_state = evaluator.state(sensor)
+    if as_json:
+        render.print_json(
+            {
+                "name": sensor.name,
+                "cursor": sensor_state.cursor,
+                "previous_cursor": before,
+                "newest_event_id": newest,
+                "lag": evaluator.lag(sensor, sensor_state),
+            }
+        )
+        return
     out.print(
         f"{lit(sensor.name)}: cursor {sensor_state.cursor}, newest event {newest}, "
         f"{evaluator.lag(sensor, sensor_state)} {sensor.status_label} event(s) waiting"
