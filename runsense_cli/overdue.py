@@ -1,7 +1,10 @@
 """Noticing overdue runs (SPEC §11): a daemon pass writes one RUN_OVERDUE per run and phase, for a
 run still QUEUED after `runsense/max_queue_time` or in progress after `runsense/max_runtime`
-(`dagster/...` read the same way). The run keeps going: `runsense/max_runtime_action=cancel`
-needs run cancellation (issue 10) and is not acted on yet."""
+(`dagster/...` read the same way). The run keeps going, unless it is tagged
+`runsense/max_runtime_action=cancel` (Dagster's behaviour): then it is cancelled as
+`runsense runs cancel` would, once it is marked overdue in progress. The cancel is asked on every
+pass while the mark stands and the run is not cancelling yet, so a daemon killed between the mark
+and the cancel never loses it."""
 
 from __future__ import annotations
 
@@ -36,8 +39,19 @@ def mark_overdue_runs(storage: Storage, now: float) -> list[str]:
     done = storage.overdue_phases(run.run_id for run, _ in due)
     marked = []
     for run, (phase, limit, _since) in due:
-        if (run.run_id, phase) in done:
-            continue
-        if storage.record_overdue(run.run_id, phase, limit, now=now) is not None:
+        if (run.run_id, phase) not in done:
+            if storage.record_overdue(run.run_id, phase, limit, now=now) is None:
+                continue
             marked.append(run.run_id)
+        if phase == "STARTED" and _cancels(run):
+            from .cancel import request_cancel
+
+            request_cancel(storage, run)
     return marked
+
+
+def _cancels(run: RunRecord) -> bool:
+    action = run.tags.get(alert_tags.MAX_RUNTIME_ACTION) or run.tags.get(
+        "dagster/max_runtime_action"
+    )
+    return (action or "").strip().lower() == "cancel"

@@ -83,3 +83,52 @@ def test_a_run_left_queued_past_its_queue_time_is_marked_queued():
         assert mark_overdue_runs(storage, 107.0) == []
         event = storage.status_event_for_run(run.run_id, EventType.RUN_OVERDUE)
         assert storage.overdue_at_event(event.event_id).phase == "QUEUED"
+
+
+CANCEL_PROJECT = """
+import time
+from runsense_cli import Definitions, job, op
+
+@op
+def sleepy():
+    time.sleep(30)
+
+@job(tags={"runsense/max_runtime": "1", "runsense/max_runtime_action": "cancel"})
+def bounded_job():
+    sleepy()
+
+defs = Definitions(jobs=[bounded_job])
+"""
+
+
+def test_max_runtime_action_cancel_cancels_the_overdue_run(home, project, tmp_path):
+    """SPEC §11: with `runsense/max_runtime_action=cancel` an overdue run is cancelled (one
+    RUN_OVERDUE, then CANCELING and CANCELED), through the daemon and a real worker."""
+    import subprocess
+
+    from tests.processes import cli, query, start_daemon, stop, wait_for_log, wait_until
+
+    path = project(CANCEL_PROJECT)
+    queued = cli(home, path, "run", "bounded_job", "--queue")
+    assert queued.returncode == 0, queued.stderr
+    run_id = queued.stdout.strip()
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(home, path, log, "--interval", "0.2")
+    try:
+        wait_for_log(log, "daemon started")
+        wait_until(
+            lambda: (
+                query(home, "SELECT status FROM runs WHERE run_id = ?", run_id) == [("CANCELED",)]
+            ),
+            timeout=20,
+            what="the overdue run to be cancelled",
+        )
+    finally:
+        daemon.send_signal(15)
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            stop(daemon)
+    types = [t for (t,) in query(home, "SELECT event_type FROM events WHERE run_id = ?", run_id)]
+    assert types.count("RUN_OVERDUE") == 1 and types.count("RUN_CANCELED") == 1
+    assert "RUN_FAILURE" not in types and "RUN_SUCCESS" not in types
