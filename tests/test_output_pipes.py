@@ -132,3 +132,43 @@ def test_sensor_tick_and_cursor_print_one_json_document(home, project):
     moved = run("sensor", "cursor", "report_status_sensor", "--from-now", "--json")
     document = json.loads(moved.stdout)
     assert document["cursor"] == document["newest_event_id"] and document["lag"] == 0
+
+
+def test_on_an_80_column_terminal_ids_names_statuses_and_times_stay_whole(home, project):
+    """SPEC §13 on a terminal (a real pseudo-terminal): nothing but the free text is cut."""
+    import os
+    import re
+    import subprocess
+
+    from tests.helpers import PROJECT
+    from tests.processes import RUNSENSE, env_for
+
+    path = project(PROJECT)
+    env = env_for(home, COLUMNS="80")
+    subprocess.run(
+        [
+            *RUNSENSE,
+            "-f",
+            str(path),
+            "run",
+            "status_reporting_job",
+            "--config-json",
+            '{"ops": {"status_report": {"config": {"job_name": "' + "x" * 60 + '"}}}}',
+            "--tag",
+            "note=" + "y" * 80,
+        ],
+        env=env,
+        timeout=60,
+    )
+    leader, follower = os.openpty()
+    listing = subprocess.run(
+        [*RUNSENSE, "-f", str(path), "runs", "list"], env=env, stdout=follower, timeout=60
+    )
+    os.close(follower)
+    raw = os.read(leader, 100_000).decode()
+    os.close(leader)
+    assert listing.returncode == 0
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in raw.splitlines()]
+    row = next(line for line in lines if "status_reporting_job" in line)
+    assert all(len(line) <= 80 for line in lines)
+    assert re.search(r"│ [0-9a-f]{8} │ status_reporting_job │ SUCCESS │ \d\d:\d\d:\d\d │", row)

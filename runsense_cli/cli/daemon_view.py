@@ -181,10 +181,17 @@ class LiveReporter:
                 if last
                 else "never",
             )
+        render.keep_whole(sensors, [0, 2, 3, 4], flexible=1)  # only "watches" may be cut
         running = ev.storage.runs_with_status(IN_PROGRESS_STATUSES, limit=10)
         runs = render.runs_table(running) if running else "No runs in progress."
         # Text, not a markup string: tick lines carry user errors (`wrote [/data/out.csv]`).
-        recent = Text(clean("\n".join(self.recent)) or "No reactions yet.")
+        # One row per entry, cut with … at the terminal's width: a long error never folds.
+        recent = Text(
+            clean("\n".join(line.replace("\n", " ") for line in self.recent))
+            or "No reactions yet.",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
         self.live.update(
             Group(sensors, "[bold]Runs in progress[/bold]", runs, "[bold]Recent[/bold]", recent)
         )

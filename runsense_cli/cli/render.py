@@ -285,6 +285,30 @@ def sensor_json(
     }
 
 
+def keep_whole(table: Any, columns: list[int], flexible: int | None = None) -> Any:
+    """Columns of ids, names, statuses and times get their content's width, and the one
+    `flexible` free-text column gets what is left of the terminal, cut with … (SPEC §13: on a
+    terminal ids, names, statuses and times never fold; piped, nothing is cut at all)."""
+    from rich.text import Text
+
+    fixed = 0
+    for index in columns:
+        column = table.columns[index]
+        cells = [Text.from_markup(c) if isinstance(c, str) else c for c in column._cells]
+        widths = [Text.from_markup(str(column.header)).cell_len, *(c.cell_len for c in cells)]
+        column.min_width = column.width = max(widths)
+        column.no_wrap = True
+        fixed += column.width
+    if flexible is not None:
+        # Each column has one space of padding on each side, and there is a border between
+        # every two columns and at both ends.
+        room = console().width - fixed - 3 * len(table.columns) - 1
+        column = table.columns[flexible]
+        column.no_wrap, column.overflow = True, "ellipsis"
+        column.max_width = max(3, room)
+    return table
+
+
 def runs_table(runs: list[RunRecord]) -> Any:
     from rich.table import Table
 
@@ -294,7 +318,7 @@ def runs_table(runs: list[RunRecord]) -> Any:
     table.add_column("job", no_wrap=True)
     for column in ("status", "start", "duration"):
         table.add_column(column, no_wrap=True)
-    table.add_column("trigger", overflow="ellipsis", no_wrap=True, min_width=10)
+    table.add_column("trigger", overflow="ellipsis", no_wrap=True, min_width=5)
     for run in runs:
         table.add_row(
             run.run_id[:8],
@@ -304,7 +328,7 @@ def runs_table(runs: list[RunRecord]) -> Any:
             duration(run.duration),
             lit(run.trigger),
         )
-    return table
+    return keep_whole(table, [0, 1, 2, 3, 4], flexible=5)
 
 
 def events_table(events: list[RunEvent]) -> Any:
@@ -324,7 +348,7 @@ def events_table(events: list[RunEvent]) -> Any:
             lit(event.step_key or ""),
             lit(event.message),
         )
-    return table
+    return keep_whole(table, [0, 1, 2, 3], flexible=4)
 
 
 def ticks_table(ticks: list[Tick]) -> Any:
