@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .sensor_context import RunStatusSensorContext
 
 DIGEST_LINES = 20
+SECTION_LIMIT = 3000  # characters Slack takes in a section
+DIGEST_SECTIONS = 40  # sections of the digest's body at most (Slack takes 50 blocks a message)
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (Web API method, arguments) -> answer
 
 
@@ -179,9 +181,28 @@ def digest_message(channel: str, failures: list[Any]) -> dict[str, Any]:
         "text": f"{title}\n{body}"[:40000],
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": title}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}},
+            *({"type": "section", "text": {"type": "mrkdwn", "text": p}} for p in _sections(body)),
         ],
     }
+
+
+def _sections(body: str) -> list[str]:
+    """`body` in sections Slack accepts, broken after a line or a run id: Slack shows a message's
+    blocks (its `text` is only the notification), so one cut section would hide runs and jobs."""
+    pieces: list[str] = []
+    while body and len(pieces) < DIGEST_SECTIONS:
+        if len(body) <= SECTION_LIMIT:
+            pieces.append(body)
+            body = ""
+            break
+        end = max(body.rfind("\n", 0, SECTION_LIMIT), body.rfind(", ", 0, SECTION_LIMIT - 1) + 1)
+        end = end if end > 0 else SECTION_LIMIT
+        pieces.append(body[:end].rstrip())
+        body = body[end:].lstrip("\n ")
+    if body:
+        marker = "… (truncated)"
+        pieces[-1] = pieces[-1][: SECTION_LIMIT - len(marker)] + marker
+    return pieces
 
 
 def _type(context: Any) -> EventType | None:
