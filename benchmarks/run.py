@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -111,6 +112,10 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: daemons stopped, server removed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,6 +145,7 @@ def main() -> int:
         " the time for all of them from their rate (default 120, --quick 10; inf: wait for all)",
     )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
 
     from rich.console import Console
     from rich.table import Table
@@ -197,7 +203,7 @@ def main() -> int:
                 for backend in kinds:
                     if backend != "-" and backend not in backends:
                         continue
-                    name = workload.__name__ + ("" if backend == "-" else f" [{backend}]")
+                    name = workload.__name__ + ("" if backend == "-" else f" on {backend}")
                     console.print(f"[dim]running {name}…[/dim]", end="")
                     began = time.monotonic()
                     conditions = {
@@ -220,7 +226,7 @@ def main() -> int:
                     )
         except KeyboardInterrupt:
             interrupted = True
-            console.print("[yellow]interrupted: stopping what was started[/yellow]")
+            console.print("\n[yellow]interrupted: stopping what was started[/yellow]")
         finally:
             bench.release()
             if postgres is not None:
