@@ -192,9 +192,18 @@ def summary(samples: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
     }
 
 
-def timed(fn: Callable[[], object], repeat: int, budget: float | None = None) -> list[float]:
+def timed(
+    fn: Callable[[], object], repeat: int, budget: float | None = None, warmup: int = 0
+) -> list[float]:
     """`repeat` timings of `fn`, or fewer (at least 10) once `budget` seconds are spent: a slow
-    case is reported as slow without holding the whole run up."""
+    case is reported as slow without holding the whole run up.
+
+    `warmup` untimed calls first reach the steady state of something called forever (a daemon's
+    pass): psycopg prepares a statement on its 5th run, and PostgreSQL may switch a prepared
+    statement to a generic plan after 5 more, for better or worse.
+    """
+    for _ in range(warmup):
+        fn()
     samples: list[float] = []
     spent = 0.0
     for _ in range(repeat):
