@@ -49,7 +49,11 @@ def bench_in_process(b: Bench, backend: str) -> list[Result]:
     job = b.module.one_op_job
     with db.active():
         job.execute_in_process(home=str(db.home))  # opens the connection this process keeps
-        samples = timed(lambda: job.execute_in_process(home=str(db.home)), 200 if b.quick else 1000)
+        samples = timed(
+            lambda: job.execute_in_process(home=str(db.home)),
+            200 if b.quick else 1000,
+            budget=3 if b.quick else 20,
+        )
     return [
         median_result(
             "in_process",

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.harness import Result
 from benchmarks.run import cells
+from tests.conftest import skip_or_fail
 from tests.pg_server import postgres_unavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,10 +102,11 @@ def test_quick_benchmarks_report_every_sqlite_workload(quick_run):
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 def test_quick_benchmarks_report_every_postgres_workload(quick_run):
     reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(f"the benchmark ran on SQLite only: {reason}")
+    if reason is not None:  # skipped, or a failure where PostgreSQL is required (CI)
+        skip_or_fail(f"the benchmark ran on SQLite only: {reason}")
     document, stdout = quick_run
     assert document["environment"]["backends"] == ["sqlite", "postgres"]
     assert document["environment"]["postgres"]
