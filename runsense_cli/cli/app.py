@@ -285,7 +285,7 @@ def jobs(
             render.lit(f" {render.mark('arrow')} ".join(row["ops"])),
             render.lit((row["description"] or "").split("\n")[0]),
         )
-    render.console().print(table)
+    render.console().print(render.keep_whole(table, [0, 1], flexible=2))
 
 
 @app.command(cls=RunsenseCommand)

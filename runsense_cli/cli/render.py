@@ -285,10 +285,10 @@ def sensor_json(
     }
 
 
-def keep_whole(table: Any, columns: list[int], flexible: int | None = None) -> Any:
-    """Columns of ids, names, statuses and times get their content's width, and the one
-    `flexible` free-text column gets what is left of the terminal, cut with … (SPEC §13: on a
-    terminal ids, names, statuses and times never fold; piped, nothing is cut at all)."""
+def keep_whole(table: Any, columns: list[int], flexible: int | list[int] | None = None) -> Any:
+    """Columns of ids, names, statuses and times get their content's width, and the `flexible`
+    free-text columns share what is left of the terminal, cut with … (SPEC §13: on a terminal
+    ids, names, statuses and times never fold; piped, nothing is cut at all)."""
     from rich.text import Text
 
     fixed = 0
@@ -299,13 +299,16 @@ def keep_whole(table: Any, columns: list[int], flexible: int | None = None) -> A
         column.min_width = column.width = max(widths)
         column.no_wrap = True
         fixed += column.width
-    if flexible is not None:
+    flexible = [flexible] if isinstance(flexible, int) else list(flexible or [])
+    if flexible:
         # Each column has one space of padding on each side, and there is a border between
         # every two columns and at both ends.
         room = console().width - fixed - 3 * len(table.columns) - 1
-        column = table.columns[flexible]
-        column.no_wrap, column.overflow = True, "ellipsis"
-        column.max_width = max(3, room)
+        share = max(3, room // len(flexible))
+        for index in flexible:
+            column = table.columns[index]
+            column.no_wrap, column.overflow = True, "ellipsis"
+            column.max_width = share
     return table
 
 
@@ -371,7 +374,7 @@ def ticks_table(ticks: list[Tick]) -> Any:
             duration(t.duration_s),
             lit(notes),
         )
-    return table
+    return keep_whole(table, list(range(8)), flexible=8)
 
 
 def print_tick_logs(out: Console, ticks: list[Tick]) -> None:

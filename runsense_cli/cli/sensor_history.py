@@ -95,7 +95,7 @@ def failures(
             render.local_time(r.next_attempt_at) if r.next_attempt_at else "-",
             render.lit(render.last_line(r.error)),
         )
-    out.print(table)
+    out.print(render.keep_whole(table, [0, 1, 2, 3, 4], flexible=[5, 6]))
     waiting: dict[str, int] = {}  # sensor -> failed reactions; --now when any is RETRYING
     retrying: set[str] = set()
     for r in found:

@@ -74,7 +74,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
             str(lag),
             last_text,
         )
-    render.console().print(table)
+    render.console().print(render.keep_whole(table, [0, 2, 4], flexible=[1, 3, 5]))
 
 
 @sensor_app.command("start", cls=RunsenseCommand)
