@@ -367,3 +367,25 @@ def test_a_real_runsense_run_process_shows_markup_and_bad_bytes(defs_file, home)
         assert SHOWN_BAD in result.stdout
     statuses = sorted(run.status.value for run in open_storage().list_runs())
     assert statuses == ["FAILURE", "SUCCESS"]
+
+
+def test_the_live_view_shows_queued_runs_too(defs_module):
+    """Issue 10: the daemon's live view lists runs queued as well as in progress."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from runsense_cli.cli.daemon_view import LiveReporter
+    from runsense_cli.evaluation import SensorEvaluator
+    from runsense_cli.runs import RunStatus
+
+    storage = open_storage()
+    evaluator = SensorEvaluator(storage, defs_module.defs)
+    evaluator.register_sensors()
+    queued = storage.create_run("noisy_job", evaluator.location, status=RunStatus.QUEUED)
+    screen = io.StringIO()
+    reporter = LiveReporter(evaluator)
+    reporter.live = Live(console=Console(file=screen, width=200, force_terminal=True))
+    reporter.started(os.getpid(), [])
+    reporter._draw()
+    reporter.stopping()
+    assert queued.run_id[:8] in screen.getvalue() and "QUEUED" in screen.getvalue()

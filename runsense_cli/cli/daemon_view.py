@@ -10,7 +10,7 @@ from typing import Any
 from ..evaluation import SensorEvaluator, TickResult
 from ..launcher import DeadRun
 from ..records import ReactionState, SensorStatus
-from ..runs import IN_PROGRESS_STATUSES, RunRecord
+from ..runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from ..storage import PruneResult
 from ..text import clean
 from . import render
@@ -182,8 +182,9 @@ class LiveReporter:
                 else "never",
             )
         render.keep_whole(sensors, [0, 2, 3, 4], flexible=1)  # only "watches" may be cut
-        running = ev.storage.runs_with_status(IN_PROGRESS_STATUSES, limit=10)
-        runs = render.runs_table(running) if running else "No runs in progress."
+        active = [*ev.storage.runs_with_status(IN_PROGRESS_STATUSES, limit=10)]
+        active += ev.storage.runs_with_status([RunStatus.QUEUED], limit=10 - len(active))
+        runs = render.runs_table(active) if active else "No runs queued or in progress."
         # Text, not a markup string: tick lines carry user errors (`wrote [/data/out.csv]`).
         # One row per entry, cut with … at the terminal's width: a long error never folds.
         recent = Text(
@@ -193,5 +194,11 @@ class LiveReporter:
             overflow="ellipsis",
         )
         self.live.update(
-            Group(sensors, "[bold]Runs in progress[/bold]", runs, "[bold]Recent[/bold]", recent)
+            Group(
+                sensors,
+                "[bold]Runs in progress and queued[/bold]",
+                runs,
+                "[bold]Recent[/bold]",
+                recent,
+            )
         )
