@@ -91,6 +91,12 @@ class ProcessId:
         return not self.start or process_start(self.pid) in ("", self.start)
 
 
+def pid_of(identity: str | None) -> int | None:
+    """The pid in a stored identity string (for display and the legacy `worker_pid` column)."""
+    parsed = ProcessId.parse(identity)
+    return parsed.pid if parsed else None
+
+
 def current() -> ProcessId:
     return ProcessId.of()
 

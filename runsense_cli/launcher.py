@@ -217,10 +217,6 @@ class RunLauncher:
             return False
         return time.monotonic() - seen[1] > self.heartbeat_timeout
 
-    def running_count(self) -> int:
-        self.reap()
-        return len(self.children)
-
     def wait_for(
         self,
         run_ids: set[str],

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import RunsenseError
-from ..identity import ProcessId
+from ..identity import pid_of
 from ..runs import (
     FINISHED_STATUSES,
     STATUS_EVENT_TYPES,
@@ -53,7 +53,7 @@ class RunsSql(AlertsSql):
     ) -> RunRecord:
         now = time.time() if now is None else now
         run_id = run_id or str(uuid.uuid4())
-        worker_pid = _pid_of(worker)
+        worker_pid = pid_of(worker)
         run = RunRecord(
             run_id=run_id,
             job_name=job_name,
@@ -207,7 +207,7 @@ class RunsSql(AlertsSql):
                 " AND (worker IS NULL OR worker = ?)",
                 (
                     worker,
-                    _pid_of(worker),
+                    pid_of(worker),
                     self.db_time(),
                     f"{claim_token}:registered",  # a second registration finds no claim
                     run_id,
@@ -226,7 +226,7 @@ class RunsSql(AlertsSql):
                 self._execute(
                     "UPDATE runs SET worker = ?, worker_pid = ? WHERE run_id = ? AND status = ?"
                     " AND claim_token = ? AND worker IS NULL",
-                    (worker, _pid_of(worker), run_id, RunStatus.STARTING.value, claim_token),
+                    (worker, pid_of(worker), run_id, RunStatus.STARTING.value, claim_token),
                 ).rowcount
             )
 
@@ -389,8 +389,3 @@ class RunsSql(AlertsSql):
             (run_id, event_type.value),
         )
         return event_from_row(row) if row else None
-
-
-def _pid_of(identity: str | None) -> int | None:
-    parsed = ProcessId.parse(identity)
-    return parsed.pid if parsed else None

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import LeaseLostError
-from ..identity import ProcessId, pid_alive
+from ..identity import ProcessId, pid_alive, pid_of
 from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
 from ..runs import EventType, RunStatus
 from .events_sql import EventsSql
@@ -128,7 +128,7 @@ class SensorsSql(EventsSql):
                 " lease_expires = ? WHERE id = ?",
                 (
                     holder,
-                    ProcessId.parse(holder).pid if ProcessId.parse(holder) else None,
+                    pid_of(holder),
                     token,
                     now + ttl,
                     sensor_id,
