@@ -166,11 +166,13 @@ def test_two_claimers_get_disjoint_runs_and_workers_need_the_claim(db, other):
         t.join()
     a, b = ({run_id for run_id, _ in claimed[k]} for k in ("a", "b"))
     assert a | b == queued and not a & b
-    run_id, token = claimed["a"][0]
+    # Under load one claimer may take them all: follow whichever got runs.
+    name = "a" if claimed["a"] else "b"
+    run_id, token = claimed[name][0]
     assert db.register_worker(run_id, "wrong-token", ME) is None
     assert db.register_worker(run_id, token, ME).worker == ME
     assert other.register_worker(run_id, token, ME) is None  # a second worker is refused
-    assert db.get_run(run_id).launcher == "a/1/1"
+    assert db.get_run(run_id).launcher == f"{name}/1/1"
 
 
 def test_claiming_only_some_runs_leaves_the_others(db):
