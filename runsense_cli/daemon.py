@@ -1,9 +1,11 @@
 """The sensor daemon: a loop that fails dead runs, launches queued ones and ticks sensors.
 
 On SQLite one daemon runs per home (a flock); on PostgreSQL any number run at once, all active:
-each sensor is ticked under its lease by one of them, each queued run claimed by one. Between
-passes the daemon sleeps until the storage reports a change (a status event, a queued run, a
-command) or the interval passes, whichever comes first.
+each sensor is ticked under its lease by one of them, each queued run claimed by one. Each tick
+runs in a process of its own (`tick_process`), so a sensor that hangs, sleeps or ends its process
+delays no other sensor and no run launch. Between passes the daemon sleeps until the storage
+reports a change (a status event, a queued run, a command), a tick process ends, or the interval
+passes, whichever comes first.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import RunsenseError, SensorBusyError
+from .errors import RunsenseError
 from .evaluation import SensorEvaluator, TickResult
 from .identity import current
 from .launcher import DeadRun, RunLauncher
@@ -29,12 +31,28 @@ from .records import SensorStatus
 from .reload import CodeWatcher, reload_definitions
 from .runs import RunRecord
 from .storage import PruneResult
+from .tick_process import TickSupervisor
 
 DEFAULT_INTERVAL_S = 0.5
 PRUNE_EVERY_S = 3600.0  # with `retention` set, history older than it is pruned this often
 # A stop request is honoured between pages; a page still running this long after it (a slow or
 # hung sensor function) is abandoned, like a crash: the next daemon replays it (SPEC §5: 5 s).
 STOP_GRACE_S = 4.0
+TICK_STOP_GRACE_S = 3.0  # tick processes get this much of it, the daemon's own exit the rest
+
+# The lock's descriptor must not live on in forked tick processes: a tick process outliving a
+# killed daemon for a moment would otherwise refuse the daemon's restart.
+_held_lock_fds: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    for fd in _held_lock_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_lock_fds.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 class DaemonAlreadyRunning(RunsenseError):
@@ -78,9 +96,11 @@ class DaemonLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
+        _held_lock_fds.add(fd)
 
     def release(self) -> None:
         if self.fd >= 0:
+            _held_lock_fds.discard(self.fd)
             os.close(self.fd)
             self.fd = -1
 
@@ -113,6 +133,7 @@ class Daemon:
         self.retention = retention
         self._last_prune = -PRUNE_EVERY_S
         self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
+        self.ticks = TickSupervisor()
         directory = (evaluator.origin or {}).get("directory")
         self.watcher = CodeWatcher(directory) if watch_code and directory else None
         self.reload_error: str | None = None
@@ -158,12 +179,17 @@ class Daemon:
                 self.reporter.error(str(exc))
             self.reporter.idle()
             remaining = self.interval - (time.monotonic() - started)
+            deadline = self.ticks.next_deadline()
+            if deadline is not None:
+                remaining = min(remaining, deadline + 0.01)
             if remaining > 0 and not self.stop_requested.is_set():
                 try:
-                    storage.wait_for_change(remaining)
+                    storage.wait_for_change(remaining, also=self.ticks.fds())
                 except RunsenseError as exc:
                     self.reporter.error(str(exc))
                     self.stop_requested.wait(remaining)
+        self.ticks.stop(min(TICK_STOP_GRACE_S, self.stop_grace * 0.75))
+        self._report_ticks()
         if self._deadline is not None:
             self._deadline.cancel()
         with contextlib.suppress(RunsenseError):  # if it fails, its heartbeat ages out instead
@@ -199,6 +225,7 @@ class Daemon:
             evaluator = SensorEvaluator(
                 old.storage, definitions, old.origin, page_size=old.page_size
             )
+            evaluator.call_timeout = old.call_timeout
             evaluator.register_sensors()
         except RunsenseError as exc:
             self.reload_error = str(exc)
@@ -214,6 +241,7 @@ class Daemon:
         from .cancel import enforce_cancels
 
         storage = self.evaluator.storage
+        self._report_ticks()
         for run in enforce_cancels(storage, self._signalled):
             self.reporter.run_ended(run)
         dead = self.launcher.fail_dead_runs()
@@ -233,6 +261,8 @@ class Daemon:
         for name, sensor in self.evaluator.definitions.sensors.items():
             if self.stop_requested.is_set():
                 return
+            if name in self.ticks.running:
+                continue  # one tick of a sensor at a time; the others go on meanwhile
             state = storage.sensor_state(self.evaluator.location, name)
             if state is None or state.status != SensorStatus.RUNNING:
                 continue
@@ -241,17 +271,16 @@ class Daemon:
                 continue
             if not self.evaluator.has_work(sensor, state, now):
                 continue
-            try:
-                result = self.evaluator.tick(
-                    sensor, lease_wait=0, should_stop=self.stop_requested.is_set
-                )
-            except SensorBusyError:
-                continue  # someone else (a `sensor tick`) is on it; next pass will see
+            self.ticks.start(self.evaluator, sensor, lease_wait=0)
             self._last_tick[name] = now
-            self.reporter.tick(result)
-        # Runs the ticks just requested start now rather than on the next pass.
-        if launched := self.launcher.launch_queued():
-            self.reporter.launched(launched)
+
+    def _report_ticks(self) -> None:
+        """Report the ticks that ended; a busy sensor (another process ticks it) says nothing."""
+        for end in self.ticks.collect():
+            if end.result is not None:
+                self.reporter.tick(end.result)
+            elif end.error and not end.busy:
+                self.reporter.error(end.error)
 
     def _prune_when_due(self) -> None:
         """With a retention, delete older history once an hour (SPEC §12)."""

@@ -52,6 +52,16 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+class DamagedRowError(StorageError):
+    """A stored row decodes to nothing runsense knows (a status no version wrote, say)."""
+
+    def located(self, where: str) -> DamagedRowError:
+        """The same error naming the database (the decoders do not know where they read)."""
+        return DamagedRowError(
+            self.message.replace("the database", f"the database {where}", 1), self.hint
+        )
+
+
 class LeaseLostError(RunsenseError):
     """A tick's lease was taken by another process: its page must not be stored."""
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .call_watch import DEFAULT_CALL_TIMEOUT_S, CallWatch
 from .definitions import Definitions
 from .errors import RunsenseError, describe
 from .instance import RunsenseInstance
@@ -53,6 +54,11 @@ class SensorEvaluator:
         self.page_size = page_size
         self.max_chain_depth = max_chain_depth
         self.clock = clock
+        # Set in a tick process (`tick_process`): whatever the user's function raises becomes a
+        # failed reaction, and each call is recorded where the parent reads it after a crash.
+        self.contained = False
+        self.watch: CallWatch | None = None
+        self.call_timeout = DEFAULT_CALL_TIMEOUT_S
 
     @property
     def location(self) -> str:
@@ -101,14 +107,16 @@ class SensorEvaluator:
         *,
         lease_wait: float = LEASE_WAIT_S,
         should_stop: Callable[[], bool] | None = None,
+        token: str | None = None,
     ) -> TickResult:
         """Handle every due retry and every waiting event of `sensor`, then record the tick.
 
         `should_stop` is asked between pages, so a daemon asked to stop finishes the page it is on
-        and leaves the rest for the next tick.
+        and leaves the rest for the next tick. `token` names the lease (a tick process's parent
+        chooses it, to fail the reactions of a call that ended the process).
         """
         state = self.state(sensor)
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         lease = TickLease.acquire(self.storage, state, token, lease_wait)
         try:
             return self._tick_locked(sensor, lease, should_stop or (lambda: False))
@@ -143,6 +151,7 @@ class SensorEvaluator:
         sensor_id = lease.sensor_id
         keep_log = TickLog(tick.logs).keep
         store = SensorStateStore(lambda: self.storage.sensor_values(sensor_id))
+        watch = self.watch
 
         def commit(
             pairs: list[tuple[RunEvent, RunRecord, int]],
@@ -154,9 +163,13 @@ class SensorEvaluator:
             whole_page = None
             if sensor.page_fn and pairs:
                 lease.check()
+                if watch:
+                    watch.calling([(e.event_id, attempt) for e, _, attempt in pairs])
                 whole_page = self.react_page(
                     sensor, sensor_id, [(e, r) for e, r, _ in pairs], keys_in_page, keep_log, store
                 )
+                if watch:
+                    watch.returned()
             for index, (event, run, attempt) in enumerate(pairs):
                 if whole_page is None and index and should_stop():
                     # Asked to stop mid-page: commit what is done; the rest waits for next time.
@@ -167,9 +180,13 @@ class SensorEvaluator:
                     outcome = whole_page[index]
                 else:
                     lease.check()
+                    if watch:
+                        watch.calling_one(event.event_id, attempt)
                     outcome = self.react(
                         sensor, sensor_id, event, run, attempt, keys_in_page, keep_log, store
                     )
+                    if watch:
+                        watch.returned()
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
                 new_runs += outcome.new_runs
@@ -233,6 +250,9 @@ class SensorEvaluator:
                 break
 
         cursor = state.cursor
+        # Events whose call ended a tick process have a failed reaction ahead of the cursor: their
+        # retries handle them, so a poison event is not called again as new (usually empty).
+        failed_ahead = self.storage.reacted_events_after(sensor_id, cursor)
         while True:
             page, high_water = self.storage.status_events_after(
                 sensor.event_types, cursor, scope, self.page_size
@@ -241,7 +261,11 @@ class SensorEvaluator:
             if page or high_water > cursor:
                 # monitored_tags are checked here, not in the read: the cursor moves past the
                 # runs that don't match, so an idle daemon never reads them again.
-                pairs = [(e, r, 1) for e, r in page if sensor.matches(r)]
+                pairs = [
+                    (e, r, 1)
+                    for e, r in page
+                    if sensor.matches(r) and e.event_id not in failed_ahead
+                ]
                 if commit(pairs, high_water, cursor) != PageResult.COMMITTED:
                     return result  # a user stopped the sensor or moved its cursor: they win
                 cursor = high_water
@@ -279,6 +303,8 @@ class SensorEvaluator:
             # From the user's code on; ErrorInfo cleans invalid UTF-8.
             stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
             return Outcome(ReactionState.RETRYING, error=stack)
+        except BaseException as exc:
+            return Outcome(ReactionState.RETRYING, error=self._base_exception(exc))
         return self._outcome(sensor, sensor_id, event, run, raw, keys_in_page)
 
     def react_page(
@@ -305,11 +331,25 @@ class SensorEvaluator:
         except Exception as exc:
             stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
             return [Outcome(ReactionState.RETRYING, error=stack) for _ in pairs]
+        except BaseException as exc:
+            error = self._base_exception(exc)
+            return [Outcome(ReactionState.RETRYING, error=error) for _ in pairs]
         keys = keys_in_page if keys_in_page is not None else {}
         return [
             self._outcome(sensor, sensor_id, event, run, page.result_for(context), keys)
             for (event, run), context in zip(pairs, contexts, strict=True)
         ]
+
+    def _base_exception(self, exc: BaseException) -> str:
+        """SystemExit, KeyboardInterrupt and other BaseExceptions from a sensor function fail its
+        reaction; only a real Ctrl-C outside a tick process goes on up, to stop the caller."""
+        if isinstance(exc, KeyboardInterrupt) and not self.contained:
+            raise exc
+        stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
+        return (
+            f"{stack}\nthe sensor function raised {describe(exc)}, which would end its process;"
+            " the reaction failed instead"
+        )
 
     def _outcome(
         self,
@@ -347,6 +387,21 @@ class SensorEvaluator:
         if outcome.skip_message:
             outcome.skip_message = clean(outcome.skip_message)
         return outcome
+
+    def lost_calls(
+        self,
+        sensor: RunStatusSensorDefinition,
+        sensor_id: int,
+        calls: list[tuple[RunEvent, RunRecord, int]],
+        error: str,
+    ) -> list[Reaction]:
+        """Failed reactions for calls that never returned (their process died or was stopped):
+        retried on the usual schedule, parked after `max_retries`, like a raise."""
+        outcome = Outcome(ReactionState.RETRYING, error=error)
+        return [
+            self._reaction(sensor, sensor_id, event, run, attempt, outcome)
+            for event, run, attempt in calls
+        ]
 
     def _reaction(
         self,

@@ -23,6 +23,10 @@ KNOWN: dict[str, tuple[type | tuple[type, ...], str]] = {
         (int, float),
         "seconds without a heartbeat before a run is failed, >= 30 (workers beat every 10 s)",
     ),
+    "sensor_timeout": (
+        (int, float),
+        "seconds one call of a sensor function may take before its process is stopped, > 0",
+    ),
     "retention": (str, 'an age such as "30d" or "12h": the daemon prunes older history hourly'),
 }
 
@@ -65,7 +69,7 @@ def check_settings(values: Any, source: Path, section: str) -> dict[str, Any]:
             raise ProjectError(f"{where}: unknown setting '{key}'", f"known settings: {known}")
         kind, what = KNOWN[key]
         ok = isinstance(value, kind) and not isinstance(value, bool)
-        if ok and key == "interval":
+        if ok and key in ("interval", "sensor_timeout"):
             ok = value > 0
         if ok and key == "heartbeat_timeout":
             ok = value >= 30

@@ -706,14 +706,16 @@ defs = Definitions(jobs=[bad_job], sensors=[talker])
 """
 
 
-def test_sensor_logs_go_to_stderr_of_each_command(project):
-    """In one process too: the log handler follows sys.stderr from command to command."""
+def test_sensor_logs_go_to_stderr_of_each_command(project, home):
+    """What a sensor logs reaches the command's stderr, from its tick process, each time."""
+    from tests.processes import cli
+
     proj = project(TALKER)
     rs(proj, "sensor", "start", "talker")
     for _ in range(2):
         rs(proj, "run", "bad_job")
-        result = rs(proj, "sensor", "tick")
-        assert ok(result) and "reaction" in result.stdout
+        result = cli(home, proj, "sensor", "tick")
+        assert result.returncode == 0 and "reaction" in result.stdout
         assert "INFO talker saw bad_job" in result.stderr
         assert "Logging error" not in result.stderr and "talker saw" not in result.stdout
 

@@ -115,7 +115,9 @@ class LiveReporter:
 
         self.evaluator = evaluator
         self.recent: deque[str] = deque(maxlen=10)
-        self.live = Live(console=render.console(), refresh_per_second=4, transient=False)
+        # Drawn from the daemon's own thread only (no refresh thread): tick processes are forked
+        # from it, and a fork must not catch another thread holding the terminal's lock.
+        self.live = Live(console=render.console(), auto_refresh=False, transient=False)
         self._last_draw = 0.0
 
     def started(self, pid: int, sensors: list[str]) -> None:
@@ -200,5 +202,6 @@ class LiveReporter:
                 runs,
                 "[bold]Recent[/bold]",
                 recent,
-            )
+            ),
+            refresh=True,
         )

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ..errors import RunsenseError
+from ..errors import DamagedRowError, RunsenseError
 from .command import apply_global_options, global_params
 from .state import CliState
 
@@ -38,6 +38,8 @@ class RunsenseGroup(TyperGroup):
 
 def fail(ctx: Any, exc: BaseException, code: int) -> None:
     state = ctx.find_object(CliState)
+    if isinstance(exc, DamagedRowError) and state is not None and state.opened is not None:
+        exc = exc.located(state.opened.description)
     if state is not None and state.verbose:
         # print_exception already tells the whole chain ("The above exception was the direct
         # cause..."), so the cause is never printed a second time.

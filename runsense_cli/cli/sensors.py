@@ -212,6 +212,7 @@ def tick(
       runsense sensor tick log_failures --no-wait --json
     """
     from ..records import SensorStatus
+    from ..tick_process import tick_sensors
 
     state = state_of(ctx)
     if names:
@@ -240,14 +241,17 @@ def tick(
     requested: list[str] = []
     ticks: list[Any] = []
     dot = render.mark("dot")
-    for sensor in sensors:
-        result = evaluator.tick(sensor)
-        t = result.tick
+    ends = tick_sensors(evaluator, sensors)
+    problems = [end.error for end in ends if end.error]
+    for end in ends:
+        if end.result is None:
+            continue
+        sensor, t = end.result.sensor, end.result.tick
         ticks.append(t)
         failed |= bool(t.errors)
         requested += t.run_ids
         out.print(
-            f"{lit(sensor.name)}: {render.styled(t.status.value)} {dot} {t.events_scanned} event(s), "
+            f"{lit(sensor)}: {render.styled(t.status.value)} {dot} {t.events_scanned} event(s), "
             f"{t.reactions} reaction(s), {len(t.run_ids)} run(s) requested {dot} "
             f"{render.duration(t.duration_s)}"
         )
@@ -255,6 +259,8 @@ def tick(
             out.print(f"  [yellow]skipped[/yellow]: {lit(reason)}")
         for error in t.errors:
             out.print(f"  [red]failed[/red]: {lit(error)}")
+    for problem in problems:
+        out.print(f"[red]error[/red]: {lit(problem)}")
     if requested:
         launcher = state.launcher(max_concurrent_runs)
         if no_wait:
@@ -278,7 +284,7 @@ def tick(
             launcher.wait_for(set(requested), on_finish=finished)
     if as_json:
         render.print_json([render.tick_json(t) for t in ticks])
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(2 if problems else 1 if failed else 0)
 
 
 def _is_running(state: Any, sensor: Any) -> bool:

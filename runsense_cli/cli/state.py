@@ -119,6 +119,11 @@ class CliState:
         return self._storage
 
     @property
+    def opened(self) -> Storage | None:
+        """The storage this command has opened, if any (to name it in an error)."""
+        return self._storage or self._reader
+
+    @property
     def reader(self) -> Storage:
         """Storage for commands that only read: a missing database is empty, not created."""
         if self._storage is None and self._reader is None:
@@ -147,6 +152,9 @@ class CliState:
             self._evaluator = SensorEvaluator(
                 self.storage, definitions, self.project_ref.to_origin()
             )
+            timeout = self.settings.get("sensor_timeout")
+            if timeout is not None:
+                self._evaluator.call_timeout = float(timeout)
         return self._evaluator
 
     def launcher(self, max_concurrent_runs: int | None = None) -> RunLauncher:

@@ -74,9 +74,11 @@ class Storage(abc.ABC):
         """Now, on the database's clock: leases and heartbeats compare against this only."""
 
     @abc.abstractmethod
-    def wait_for_change(self, timeout: float) -> bool:
+    def wait_for_change(self, timeout: float, also: Sequence[int] = ()) -> bool:
         """Block until another process commits a status event, a queued run or a command
-        (True), or until `timeout` seconds pass (False). Best effort: callers keep a timed pass."""
+        (True), until one of the file descriptors `also` is readable (True: a child process
+        ended or wrote), or until `timeout` seconds pass (False). Best effort: callers keep a
+        timed pass."""
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -302,6 +304,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def next_retry_at(self, sensor_id: int) -> float | None: ...
+
+    @abc.abstractmethod
+    def reacted_events_after(self, sensor_id: int, cursor: int) -> set[int]:
+        """Events past the cursor that already have a reaction: the failed calls of a tick
+        whose process died (`tick_process`); a tick leaves them to their retries."""
 
     @abc.abstractmethod
     def failed_reactions(self, sensor_ids: Sequence[int]) -> list[Reaction]:

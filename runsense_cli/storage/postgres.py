@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ..errors import StorageError, StorageUnavailableError
@@ -25,6 +26,7 @@ from .runs_sql import RunsSql
 from .schema import POSTGRES, SCHEMA_VERSION
 from .sensors_sql import SensorsSql
 from .urls import mask_url, url_password
+from .wake import wait_readable
 
 T = TypeVar("T")
 
@@ -306,22 +308,31 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
     def _notify_in_transaction(self) -> None:
         self._execute("SELECT pg_notify(?, '')", (CHANNEL,))
 
-    def wait_for_change(self, timeout: float) -> bool:
+    def wait_for_change(self, timeout: float, also: Sequence[int] = ()) -> bool:
         try:
             if self._listen is None:
                 self._listen = self._connect_once()
                 self._listen.execute(f"LISTEN {CHANNEL}")
+            if also:
+                # Wait on the LISTEN socket and the caller's descriptors at once, then read
+                # whatever notifications came without blocking.
+                sock = self._listen.fileno()
+                ready, _, _ = select.select([sock, *also], [], [], max(0.0, timeout))
+                if not ready:
+                    return False
+                if sock not in ready:
+                    return True
+                timeout = 0.0
             for _ in self._listen.notifies(timeout=max(0.0, timeout), stop_after=1):
                 return True
-            return False
+            return bool(also)
         except Exception:
             # LISTEN is best effort (lost while disconnected): fall back to the timed pass.
             if self._listen is not None:
                 with contextlib.suppress(Exception):
                     self._listen.close()
             self._listen = None
-            time.sleep(max(0.0, min(timeout, 1.0)))
-            return False
+            return wait_readable(also, min(timeout, 1.0))
 
     # -- moving a whole database -------------------------------------------------------------
 

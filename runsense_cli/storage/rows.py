@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import StorageError
+from ..errors import DamagedRowError
 from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickStatus
 from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 
@@ -42,8 +42,8 @@ TICK_COLUMNS = (
 )
 
 
-def undecodable(what: str, exc: Exception) -> StorageError:
-    return StorageError(
+def undecodable(what: str, exc: Exception) -> DamagedRowError:
+    return DamagedRowError(
         f"the database holds a {what} runsense cannot read ({type(exc).__name__}: {exc})",
         "it was written by another program or is damaged; point --home or --database-url"
         " at another database",

@@ -360,6 +360,13 @@ class SensorsSql(EventsSql):
         )
         return [reaction_from_row(row) for row in rows]
 
+    def reacted_events_after(self, sensor_id: int, cursor: int) -> set[int]:
+        rows = self._all(
+            "SELECT event_id FROM reactions WHERE sensor_id = ? AND event_id > ?",
+            (sensor_id, cursor),
+        )
+        return {row[0] for row in rows}
+
     def next_retry_at(self, sensor_id: int) -> float | None:
         row = self._one(
             "SELECT min(next_attempt_at) FROM reactions WHERE sensor_id = ? AND state = ?",

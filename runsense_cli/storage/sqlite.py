@@ -11,7 +11,7 @@ import errno
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .ops_sql import OpsSql
 from .runs_sql import RunsSql
 from .schema import SCHEMA_VERSION, SQLITE
 from .sensors_sql import SensorsSql
-from .wake import WakeListener, poke
+from .wake import WakeListener, poke, wait_readable
 
 BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -60,11 +60,19 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
         if path is None:
             path = resolve_home(home) / DB_FILENAME
         directory = path.parent
-        if not create and not path.exists():
+        try:
+            exists = path.exists()
+            dangling = not exists and path.is_symlink()
+        except OSError as exc:  # a home runsense may not look into (mode 000, say)
+            raise StorageError(
+                f"cannot read the runsense home {directory}: {exc.strerror}",
+                "fix its permissions, or choose another home with --home or RUNSENSE_HOME",
+            ) from None
+        if not create and not exists and not dangling:
             storage = cls(path, sqlite3.connect(":memory:", isolation_level=None), memory=True)
             storage._prepare(0)
             return storage
-        if path.is_symlink() and not path.exists():
+        if dangling:
             raise StorageError(
                 f"{path} is a link to {os.readlink(path)}, which does not exist",
                 "remove the link or point it at a runsense database",
@@ -99,6 +107,8 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
             # mean another program's database: refuse it before WAL or a migration touches it.
             foreign = not version and connection.execute("SELECT 1 FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
+            if "disk" in str(exc) or "readonly" in str(exc):  # full, failing or read-only
+                raise _storage_error(path, exc) from None
             raise StorageError(
                 f"{path} is not a usable runsense database ({exc})", MOVE_AWAY
             ) from None
@@ -182,38 +192,19 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
         self._execute("BEGIN IMMEDIATE")
 
     def _error(self, exc: sqlite3.DatabaseError) -> StorageError:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return StorageError(
-                f"the database stayed locked for over {BUSY_TIMEOUT_MS // 1000} s",
-                "another runsense process is holding it; try again",
-            )
-        if "disk is full" in text or "disk I/O" in text:
-            return StorageError(
-                f"cannot write to {self.path}: the disk is full or failing; nothing was saved",
-                "free some space (or choose another --home) and try again",
-            )
-        if "readonly" in text:
-            return StorageError(
-                f"cannot write to {self.path}: it is read-only",
-                "fix its permissions, or choose another home with --home or RUNSENSE_HOME",
-            )
-        return StorageError(
-            f"database error in {self.path}: {exc}", "the file may be damaged; try another --home"
-        )
+        return _storage_error(self.path, exc)
 
     def db_time(self) -> float:
         return time.time()  # one host: the local clock is the database's
 
     # -- wake-ups ----------------------------------------------------------------------------
 
-    def wait_for_change(self, timeout: float) -> bool:
+    def wait_for_change(self, timeout: float, also: Sequence[int] = ()) -> bool:
         if self.memory:
-            time.sleep(max(0.0, timeout))
-            return False
+            return wait_readable(also, timeout)
         if self._listener is None:
             self._listener = WakeListener(self.path.parent / "wake")
-        return self._listener.wait(timeout)
+        return self._listener.wait(timeout, also)
 
     def _notify(self) -> None:
         if not self.memory:
@@ -223,6 +214,29 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
 
     def _table_columns(self, table: str) -> list[str]:
         return [row[1] for row in self._execute(f"PRAGMA table_info({table})").fetchall()]
+
+
+def _storage_error(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+    """One line for a driver error: what is wrong with which file, and what to do."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StorageError(
+            f"the database stayed locked for over {BUSY_TIMEOUT_MS // 1000} s",
+            "another runsense process is holding it; try again",
+        )
+    if "disk is full" in text or "disk I/O" in text:
+        return StorageError(
+            f"cannot write to {path}: the disk is full or failing; nothing was saved",
+            "free some space (or choose another --home) and try again",
+        )
+    if "readonly" in text:
+        return StorageError(
+            f"cannot write to {path}: it is read-only",
+            "fix its permissions, or choose another home with --home or RUNSENSE_HOME",
+        )
+    return StorageError(
+        f"database error in {path}: {exc}", "the file may be damaged; try another --home"
+    )
 
 
 def _check_header(path: Path) -> None:

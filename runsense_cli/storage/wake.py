@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 SUPPORTED = sys.platform.startswith("linux")
@@ -45,13 +46,17 @@ class WakeListener:
             return
         self.sock = sock
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> bool:
         if self.sock is None:
-            time.sleep(max(0.0, timeout))
-            return False
-        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+            return wait_readable(also, timeout)
+        try:
+            ready, _, _ = select.select([self.sock, *also], [], [], max(0.0, timeout))
+        except InterruptedError:
+            return True
         if not ready:
             return False
+        if self.sock not in ready:
+            return True
         with contextlib.suppress(BlockingIOError):
             while True:  # one wake-up for everything pending
                 self.sock.recv(16)
@@ -63,6 +68,18 @@ class WakeListener:
             self.sock = None
             with contextlib.suppress(OSError):
                 (self.directory / self.name).unlink()
+
+
+def wait_readable(fds: Sequence[int], timeout: float) -> bool:
+    """Sleep until one of `fds` is readable or `timeout` passes (no wake-up socket here)."""
+    if not fds:
+        time.sleep(max(0.0, timeout))
+        return False
+    try:
+        ready, _, _ = select.select(list(fds), [], [], max(0.0, timeout))
+    except InterruptedError:
+        return True
+    return bool(ready)
 
 
 def poke(directory: Path) -> None:
