@@ -31,6 +31,9 @@ from .values import short_repr
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
 MAX_RETRY_DELAY_S = 15 * 60
+# A per-pass check that finds this many events past the cursor, none matching, moves the stored
+# cursor past them (one write per so many events, so an idle daemon stays idle).
+SKIP_AFTER_EVENTS = 10_000
 
 
 class SensorEvaluator:
@@ -53,6 +56,10 @@ class SensorEvaluator:
         self.page_size = page_size
         self.max_chain_depth = max_chain_depth
         self.clock = clock
+        # Per sensor id: ((event types, scope), cursor, newest event id) from the last per-pass
+        # check that found nothing: no matching event lies between the two ids.
+        self._checked: dict[int, tuple[Any, int, int]] = {}
+        self.skip_after = SKIP_AFTER_EVENTS
 
     @property
     def location(self) -> str:
@@ -85,13 +92,36 @@ class SensorEvaluator:
         )
 
     def has_work(self, sensor: RunStatusSensorDefinition, state: SensorState, now: float) -> bool:
-        """One indexed query: a new matching event, or a failed reaction that is due."""
-        if self.storage.has_status_events_after(
-            sensor.event_types, state.cursor, sensor.scope(self.location)
-        ):
+        """A new matching event, or a failed reaction that is due: the daemon's per-pass check.
+
+        O(1) in history size whatever the scope: events a pass found not to match are never read
+        again (the mark), and once many pile up the stored cursor skips them, so a restarted
+        daemon does not read them either. The cursor itself moves only when a page commits.
+        """
+        if self._new_events(sensor, state):
             return True
         due = self.storage.next_retry_at(state.sensor_id)
         return due is not None and due <= now
+
+    def _new_events(self, sensor: RunStatusSensorDefinition, state: SensorState) -> bool:
+        scope = sensor.scope(self.location)
+        key = (sensor.event_types, scope)
+        mark = self._checked.get(state.sensor_id)
+        after = state.cursor
+        if mark is not None and mark[0] == key and mark[1] <= state.cursor:
+            after = max(after, mark[2])  # nothing matched in (mark[1], mark[2]]
+        # Read first: every event up to `newest` is visible by now (ids become visible in order).
+        newest = self.storage.newest_event_id()
+        if newest <= after:
+            return False
+        if self.storage.has_status_events_after(sensor.event_types, after, scope):
+            return True
+        self._checked[state.sensor_id] = (key, state.cursor, newest)
+        if newest - state.cursor >= self.skip_after and self.storage.skip_cursor(
+            state.sensor_id, state.cursor, newest
+        ):
+            self._checked[state.sensor_id] = (key, newest, newest)
+        return False
 
     # -- ticking -----------------------------------------------------------------------------
 
@@ -172,24 +202,26 @@ class SensorEvaluator:
                     )
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
-                new_runs += outcome.new_runs
-                run_keys += outcome.run_keys
+                if outcome.new_runs:
+                    new_runs += outcome.new_runs
+                    run_keys += outcome.run_keys
                 if outcome.write_back:
                     write_backs.append(
                         WriteBack(run.run_id, run.job_name, run.location, outcome.write_back)
                     )
-                result.reactions.append((reaction, run))
-                tick.reactions += 1
-                tick.run_ids += reaction.run_ids
-                if outcome.skip_message:
-                    tick.skip_reasons.append(outcome.skip_message)
-                if outcome.error:
-                    tick.errors.append(f"run {run.run_id}: {outcome.error.splitlines()[-1]}")
+                result.add(reaction, run)
+                error = outcome.error
+                tick.count(
+                    reaction.state,
+                    reaction.run_ids,
+                    outcome.skip_message,
+                    f"run {run.run_id}: {_last_line(error)}" if error else None,
+                )
             if cursor is not None:
                 tick.cursor_after = cursor
             if not pairs and not tick.reactions:
                 tick.skip_reasons = ["no new events"]
-            tick.status = _tick_status(result.reactions)
+            tick.settle()
             tick.duration_s = time.perf_counter() - started_perf
             try:
                 page = self.storage.commit_page(
@@ -211,9 +243,9 @@ class SensorEvaluator:
             lease.committed()
             if page == PageResult.CURSOR_MOVED:
                 tick.cursor_after = expected or 0
-                tick.skip_reasons.append("cursor moved by a user during the tick; it was kept")
+                tick.note("cursor moved by a user during the tick; it was kept")
             elif page == PageResult.STOPPED:
-                tick.skip_reasons.append("sensor stopped during the tick")
+                tick.note("sensor stopped during the tick")
             return page
 
         # Retries first: they are older than anything new.
@@ -250,7 +282,7 @@ class SensorEvaluator:
 
         if not tick.tick_id:
             tick.status = TickStatus.SKIPPED
-            tick.skip_reasons.append("no new events")
+            tick.note("no new events")
             tick.duration_s = time.perf_counter() - started_perf
             self.storage.record_tick(sensor_id, tick)
         return result
@@ -382,10 +414,7 @@ class SensorEvaluator:
         )
 
 
-def _tick_status(reactions: list[tuple[Reaction, RunRecord]]) -> TickStatus:
-    states = {reaction.state for reaction, _ in reactions}
-    if states & {ReactionState.RETRYING, ReactionState.DEAD}:
-        return TickStatus.FAILURE
-    if ReactionState.SUCCESS in states:
-        return TickStatus.SUCCESS
-    return TickStatus.SKIPPED
+def _last_line(text: str) -> str:
+    """The last line of an error (its "Type: message"), without splitting a long traceback."""
+    text = text.rstrip()
+    return text[text.rfind("\n") + 1 :]

@@ -189,6 +189,13 @@ class Storage(abc.ABC):
         """Runs that sensors requested from this run (its children), oldest first."""
 
     @abc.abstractmethod
+    def runs_created_between(
+        self, since: float, until: float, after: tuple[float, str], limit: int
+    ) -> list[RunRecord]:
+        """Up to `limit` runs created in [since, until], in (created_at, run_id) order, after
+        `after` (the last run of the previous page): all of them a page at a time."""
+
+    @abc.abstractmethod
     def run_origin(self, run_id: str) -> dict[str, Any] | None:
         """How to import the run's project (stored when it was created)."""
 
@@ -217,7 +224,9 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def has_status_events_after(
         self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
-    ) -> bool: ...
+    ) -> bool:
+        """Whether a matching event has an id above `cursor`; reads every event of these types
+        above it that the scope leaves out, so callers keep `cursor` close (see `skip_cursor`)."""
 
     @abc.abstractmethod
     def count_status_events_after(
@@ -252,6 +261,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def set_cursor(self, sensor_id: int, cursor: int) -> None:
         """Move the cursor (a user command); a drain in progress will not overwrite it."""
+
+    @abc.abstractmethod
+    def skip_cursor(self, sensor_id: int, expected: int, cursor: int) -> bool:
+        """Move the cursor past events found not to match, only if it is still `expected` and
+        no tick holds a live lease (so neither a user's move nor a drain is overwritten)."""
 
     @abc.abstractmethod
     def acquire_lease(self, sensor_id: int, token: str, ttl: float, holder: str) -> bool:

@@ -105,6 +105,18 @@ class SensorsSql(EventsSql):
             wake=True,
         )
 
+    def skip_cursor(self, sensor_id: int, expected: int, cursor: int) -> bool:
+        def body() -> bool:
+            return bool(
+                self._execute(
+                    "UPDATE sensors SET cursor = ? WHERE id = ? AND cursor = ? AND status = ?"
+                    " AND (lease_token IS NULL OR lease_expires < ?)",
+                    (cursor, sensor_id, expected, SensorStatus.RUNNING.value, self.db_time()),
+                ).rowcount
+            )
+
+        return self._write(body)
+
     # -- leases ------------------------------------------------------------------------------
 
     def acquire_lease(self, sensor_id: int, token: str, ttl: float, holder: str) -> bool:
@@ -296,7 +308,8 @@ class SensorsSql(EventsSql):
         )
 
     def _save_tick(self, sensor_id: int, tick: Tick) -> int:
-        """Insert or update the tick's row; returns its id (set on `tick` only after commit)."""
+        """Insert or update the tick's row; returns its id (set on `tick` only after commit). The
+        row is rewritten every page, so it must stay small: Tick bounds its lists."""
         values = (
             tick.status.value,
             tick.started_at,
@@ -309,19 +322,23 @@ class SensorsSql(EventsSql):
             tick.cursor_before,
             tick.cursor_after,
             json.dumps(tick.logs),
+            tick.runs_requested,
+            tick.skipped,
+            tick.failures,
         )
         if tick.tick_id:
             self._execute(
                 "UPDATE ticks SET status = ?, started_at = ?, duration_s = ?, events_scanned = ?,"
                 " reactions = ?, run_ids = ?, skip_reasons = ?, errors = ?, cursor_before = ?,"
-                " cursor_after = ?, logs = ? WHERE id = ?",
+                " cursor_after = ?, logs = ?, runs_requested = ?, skipped = ?, failures = ?"
+                " WHERE id = ?",
                 (*values, tick.tick_id),
             )
             return tick.tick_id
         return self._insert_id(
             "INSERT INTO ticks (status, started_at, duration_s, events_scanned, reactions,"
-            " run_ids, skip_reasons, errors, cursor_before, cursor_after, logs, sensor_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " run_ids, skip_reasons, errors, cursor_before, cursor_after, logs, runs_requested,"
+            " skipped, failures, sensor_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*values, sensor_id),
         )
 
