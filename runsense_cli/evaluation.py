@@ -141,7 +141,8 @@ class SensorEvaluator:
         token = uuid.uuid4().hex
         lease = TickLease.acquire(self.storage, state, token, lease_wait)
         try:
-            return self._tick_locked(sensor, lease, should_stop or (lambda: False))
+            with self.storage.bulk_writes():
+                return self._tick_locked(sensor, lease, should_stop or (lambda: False))
         finally:
             lease.close()
             self.storage.release_lease(state.sensor_id, token)

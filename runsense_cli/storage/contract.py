@@ -22,6 +22,7 @@ The guarantees that cut across methods:
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,12 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Around many commits in a row (a big tick's pages): the backend may defer upkeep to
+        the end. Commits inside stay commits; nothing else changes for other connections."""
+        yield
 
     @abc.abstractmethod
     def db_time(self) -> float:
