@@ -5,7 +5,7 @@
 another job, all after its cursor. The per-pass check (`SensorEvaluator.has_work`) is timed first
 once (it may have to look at all N once), then as a daemon repeats it; then a real daemon with
 every sensor running idles on that home (the scoped sensor's cursor put back behind all N).
-RUNSENSE_BENCH_SCOPED_RUNS=10000000 sets N (default 10^6, 10^5 with --quick).
+RUNSENSE_BENCH_SCOPED_RUNS=10000000 sets N (default 10^6, 2·10^4 with --quick).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from benchmarks.workloads_daemon import idle_daemon
 
 
 def bench_scoped_idle(b: Bench, backend: str) -> list[Result]:
-    count = int(os.environ.get("RUNSENSE_BENCH_SCOPED_RUNS") or (100_000 if b.quick else 1_000_000))
+    count = int(os.environ.get("RUNSENSE_BENCH_SCOPED_RUNS") or (20_000 if b.quick else 1_000_000))
     db = b.db(backend, f"scoped_{count}")
     original = template(db, b.module.one_op_job)
     built = clone_runs(db, original, count)
@@ -46,7 +46,7 @@ def bench_scoped_idle(b: Bench, backend: str) -> list[Result]:
     storage = db.open()
     storage.set_cursor(sensor_id, 0)  # `start --all` leaves a running sensor's cursor alone
     storage.close()
-    window = 5.0 if b.quick else 30.0
+    window = 3.0 if b.quick else 30.0
     used, server_used, elapsed, _, memory = idle_daemon(b, db, f"{backend}-scoped", window)
     b.release()
     common = {"backend": backend, "spec": "r2"}
