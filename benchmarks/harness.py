@@ -87,9 +87,15 @@ PROJECT = textwrap.dedent(
     def request_on_success(context):
         return RunRequest(run_key=None)
 
+    # Watches successes of a job that never succeeds: every success in the home is outside its
+    # scope (the per-pass check must not read them again and again).
+    @run_status_sensor(run_status=DagsterRunStatus.SUCCESS, monitored_jobs=[failing_job])
+    def scoped_away(context):
+        return None
+
     defs = Definitions(
         jobs=[one_op_job, requested_job, failing_job],
-        sensors=[report_status_sensor, on_failure, on_success, request_on_success],
+        sensors=[report_status_sensor, on_failure, on_success, request_on_success, scoped_away],
     )
     """
 )

@@ -48,6 +48,7 @@ from benchmarks.workloads_daemon import (
     bench_reaction_latency,
     bench_three_daemon_drain,
 )
+from benchmarks.workloads_scoped import bench_scoped_idle
 from benchmarks.workloads_tick import bench_tick_rate
 
 NO_DATABASE = ("-",)
@@ -64,6 +65,7 @@ WORKLOADS: list[tuple[Workload, tuple[str, ...]]] = [
     (bench_tick_rate, BACKENDS),
     (bench_reaction_latency, BACKENDS),
     (bench_daemon_idle, BACKENDS),
+    (bench_scoped_idle, BACKENDS),
     (bench_three_daemon_drain, ("postgres",)),
 ]
 

@@ -117,22 +117,7 @@ def bench_daemon_idle(b: Bench, backend: str) -> list[Result]:
     db = b.db(backend, "idle_daemon")
     b.cli(db, "sensor", "start", "--all")
     window = 3.0 if b.quick else 30.0
-    name = f"{backend}-idle"
-    daemon = b.daemon(db, name)
-    try:
-        time.sleep(2.0)  # start-up (imports, first pass) is not idle time
-        if daemon.poll() is not None:
-            raise RuntimeError(f"the daemon exited: {b.daemon_log(name)}")
-        servers = _server_pids(db)
-        before = cpu_seconds(daemon.pid), {pid: _cpu_or_zero(pid) for pid in servers}
-        started = time.monotonic()
-        time.sleep(window)
-        elapsed = time.monotonic() - started
-        used = cpu_seconds(daemon.pid) - before[0]
-        server_used = sum(_cpu_or_zero(pid) - cpu for pid, cpu in before[1].items())
-        memory = memory_mb(daemon.pid)
-    finally:
-        b.stop(daemon)
+    used, server_used, elapsed, servers, memory = idle_daemon(b, db, f"{backend}-idle", window)
     size = f"all sensors, {window:.0f} s"
     results = [
         Result(
@@ -177,6 +162,29 @@ def bench_daemon_idle(b: Bench, backend: str) -> list[Result]:
             )
         )
     return results
+
+
+def idle_daemon(
+    b: Bench, db: Db, name: str, window: float
+) -> tuple[float, float, float, list[int], dict[str, float]]:
+    """Start a daemon on `db`, let it settle, then measure `window` seconds of it doing nothing:
+    (its CPU seconds, its PostgreSQL servers' CPU seconds, elapsed, server pids, memory)."""
+    daemon = b.daemon(db, name)
+    try:
+        time.sleep(2.0)  # start-up (imports, first pass) is not idle time
+        if daemon.poll() is not None:
+            raise RuntimeError(f"the daemon exited: {b.daemon_log(name)}")
+        servers = _server_pids(db)
+        before = cpu_seconds(daemon.pid), {pid: _cpu_or_zero(pid) for pid in servers}
+        started = time.monotonic()
+        time.sleep(window)
+        elapsed = time.monotonic() - started
+        used = cpu_seconds(daemon.pid) - before[0]
+        server_used = sum(_cpu_or_zero(pid) - cpu for pid, cpu in before[1].items())
+        memory = memory_mb(daemon.pid)
+    finally:
+        b.stop(daemon)
+    return used, server_used, elapsed, servers, memory
 
 
 def _server_pids(db: Db) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,99 +30,154 @@ KINDS = {
 }
 
 
+def tick_sizes(b: Bench, backend: str) -> tuple[int, list[int]]:
+    """The backlog the targets are read at, and every backlog measured (per-reaction cost must
+    stay within 1.5x from the smallest to the largest). RUNSENSE_BENCH_TICK_SIZES=1000,1000000
+    adds sizes (10^6 takes a few minutes to build and tick)."""
+    if backend != "sqlite" or b.quick:
+        headline, sizes = 10_000, [1_000, 10_000]
+    else:
+        headline, sizes = 100_000, [1_000, 10_000, 100_000]
+    extra = os.environ.get("RUNSENSE_BENCH_TICK_SIZES", "")
+    sizes += [int(x) for x in extra.replace("_", "").split(",") if x.strip()]
+    return headline, sorted(set(sizes) | {headline})
+
+
 def bench_tick_rate(b: Bench, backend: str) -> list[Result]:
     """SQLite: 100k backlog (10k in --quick), ≥ 25k/s None, ≥ 15k/s RunRequest.
-    PostgreSQL: 10k backlog, ≥ 5k/s either way. Memory ≤ 50 MB on both."""
+    PostgreSQL: 10k backlog, ≥ 5k/s either way. Memory ≤ 50 MB on both, at every size."""
     if backend == "sqlite":
-        count = 10_000 if b.quick else 100_000
         floors = {"none": 25_000.0, "request": 15_000.0}
     else:
-        count = 10_000
         floors = {"none": 5_000.0, "request": 5_000.0}
+    headline, sizes = tick_sizes(b, backend)
     results = []
-    for kind, (sensor_name, job_name, returns) in KINDS.items():
-        db = b.db(backend, f"tick_{kind}")
-        original = template(db, getattr(b.module, job_name))
-        evaluator, _ = b.started_sensor(db, sensor_name)
-        evaluator.storage.close()
-        clone_runs(db, original, count)
-        spec = {"root": str(b.root), "home": str(db.home), "url": db.url, "sensor": sensor_name}
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.workloads_tick", json.dumps(spec)],
-            cwd=REPO,
-            env=db.env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"the tick process failed: {done.stderr[-2000:]}")
-        measured = json.loads(done.stdout.strip().splitlines()[-1])
-        [(reactions,)] = db.query("SELECT count(*) FROM reactions")
-        if measured["reactions"] != count or reactions != count:
-            raise RuntimeError(f"expected {count} reactions, found {reactions}")
-        rate = count / measured["seconds"]
-        per_reaction = measured["seconds"] / count * 1e6
-        size = f"{count:,} events"
-        extra = {**measured, "per_reaction_us": per_reaction}
-        b.note(
-            f"{backend}: one tick, {returns}, {size}: {per_reaction:.0f} µs per reaction,"
-            f" memory +{measured['peak_mb']:.0f} MB, tick row {measured['tick_row_bytes']:,} bytes"
-        )
-        results += [
-            Result(
-                f"tick_rate_{kind}",
-                f"one tick over a backlog, sensor returns {returns}",
-                size,
-                rate,
-                "reactions/s",
-                floors[kind],
-                backend=backend,
-                statistic="once",
-                better="higher",
-                spec="r2",
-                extra=extra,
-            ),
-            Result(
-                f"tick_cost_{kind}",
-                "  ↳ per reaction",
-                size,
-                per_reaction,
-                "µs",
-                1e6 / floors[kind],
-                backend=backend,
-                statistic="mean",
-                spec="r2",
-                role="info",
-                extra=extra,
-            ),
-            Result(
-                f"tick_row_{kind}",
-                "  ↳ the stored tick row",
-                size,
-                measured["tick_row_bytes"] / 1024,
-                "KB",
-                64.0,
-                backend=backend,
-                statistic="size",
-                spec="r2",
-                extra=extra,
-            ),
-            Result(
-                f"tick_memory_{kind}",
-                "  ↳ peak memory of the tick (RSS above its start)",
-                size,
-                measured["peak_mb"],
-                "MB",
-                50.0,
-                backend=backend,
-                statistic="peak",
-                spec="r2",
-                extra=extra,
-            ),
-        ]
-        b.release()
+    for kind, (_, _, returns) in KINDS.items():
+        costs: dict[int, float] = {}
+        for count in sizes:
+            measured = _measure(b, backend, kind, count)
+            costs[count] = measured["per_reaction_us"]
+            if count == headline:
+                results += _headline_rows(backend, kind, returns, count, measured, floors[kind])
+            else:
+                results.append(
+                    Result(
+                        f"tick_cost_{kind}_{count}",
+                        f"  ↳ per reaction (memory +{measured['peak_mb']:.0f}"
+                        f" MB, row {measured['tick_row_bytes'] / 1024:.1f} KB)",
+                        f"{count:,} events",
+                        costs[count],
+                        "µs",
+                        1e6 / floors[kind],
+                        backend=backend,
+                        statistic="mean",
+                        spec="r2",
+                        role="info",
+                        extra=measured,
+                    )
+                )
+        smallest, largest = min(costs), max(costs)
+        if largest > smallest:
+            results.append(
+                Result(
+                    f"tick_growth_{kind}",
+                    f"  ↳ per-reaction cost, {largest:,} vs {smallest:,} events ({returns})",
+                    f"{smallest:,}→{largest:,}",
+                    costs[largest] / costs[smallest],
+                    "x",
+                    1.5,
+                    backend=backend,
+                    statistic="ratio",
+                    spec="r2",
+                    extra={"per_reaction_us": costs},
+                )
+            )
     return results
+
+
+def _measure(b: Bench, backend: str, kind: str, count: int) -> dict[str, Any]:
+    """Build a backlog of `count` events for `kind`'s sensor, tick it once in a fresh process."""
+    sensor_name, job_name, returns = KINDS[kind]
+    db = b.db(backend, f"tick_{kind}_{count}")
+    original = template(db, getattr(b.module, job_name))
+    evaluator, _ = b.started_sensor(db, sensor_name)
+    evaluator.storage.close()
+    clone_runs(db, original, count)
+    spec = {"root": str(b.root), "home": str(db.home), "url": db.url, "sensor": sensor_name}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.workloads_tick", json.dumps(spec)],
+        cwd=REPO,
+        env=db.env(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the tick process failed: {done.stderr[-2000:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    [(reactions,)] = db.query("SELECT count(*) FROM reactions")
+    if measured["reactions"] != count or reactions != count:
+        raise RuntimeError(f"expected {count} reactions, found {reactions}")
+    measured["per_reaction_us"] = measured["seconds"] / count * 1e6
+    b.note(
+        f"{backend}: one tick, {returns}, {count:,} events: {measured['per_reaction_us']:.0f} µs"
+        f" per reaction, memory +{measured['peak_mb']:.0f} MB, tick row"
+        f" {measured['tick_row_bytes']:,} bytes"
+    )
+    b.release()
+    return measured
+
+
+def _headline_rows(
+    backend: str, kind: str, returns: str, count: int, measured: dict[str, Any], floor: float
+) -> list[Result]:
+    size = f"{count:,} events"
+    rate = count / measured["seconds"]
+    common: dict[str, Any] = {"backend": backend, "spec": "r2", "extra": measured}
+    return [
+        Result(
+            f"tick_rate_{kind}",
+            f"one tick over a backlog, sensor returns {returns}",
+            size,
+            rate,
+            "reactions/s",
+            floor,
+            statistic="once",
+            better="higher",
+            **common,
+        ),
+        Result(
+            f"tick_cost_{kind}",
+            "  ↳ per reaction",
+            size,
+            measured["per_reaction_us"],
+            "µs",
+            1e6 / floor,
+            statistic="mean",
+            role="info",
+            **common,
+        ),
+        Result(
+            f"tick_row_{kind}",
+            "  ↳ the stored tick row",
+            size,
+            measured["tick_row_bytes"] / 1024,
+            "KB",
+            64.0,
+            statistic="size",
+            **common,
+        ),
+        Result(
+            f"tick_memory_{kind}",
+            "  ↳ peak memory of the tick (RSS above its start)",
+            size,
+            measured["peak_mb"],
+            "MB",
+            50.0,
+            statistic="peak",
+            **common,
+        ),
+    ]
 
 
 def _tick(spec: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +202,7 @@ def _tick(spec: dict[str, Any]) -> dict[str, Any]:
     result = evaluator.tick(sensor)
     seconds = time.perf_counter() - started
     peak = memory_mb()["VmHWM"]
-    reactions = len(result.reactions)
+    reactions = result.tick.reactions
     del result
     storage.close()
     db = Db("postgres" if spec["url"] else "sqlite", Path(spec["home"]), spec["url"])

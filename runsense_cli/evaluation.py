@@ -14,27 +14,24 @@ from typing import Any
 
 from .call_watch import DEFAULT_CALL_TIMEOUT_S, CallWatch
 from .definitions import Definitions
-from .errors import RunsenseError, describe
 from .instance import RunsenseInstance
 from .leases import LEASE_WAIT_S, TickLease
-from .outcomes import Outcome, TickResult
-from .page_sensors import SensorPage
-from .planning import plan
-from .records import Reaction, ReactionState, SensorState, SensorStatus, Tick, TickLog, TickStatus
-from .runs import STATUS_OF_EVENT, ErrorInfo, RunEvent, RunRecord
-from .sensor_context import RunStatusSensorContext
+from .outcomes import TickResult
+from .reacting import Reacting
+from .records import SensorState, SensorStatus, Tick, TickLog, TickStatus
+from .runs import RunEvent, RunRecord
 from .sensor_state import SensorStateStore
-from .sensors import PermanentReactionError, RunStatusSensorDefinition
+from .sensors import RunStatusSensorDefinition
 from .storage import PageResult, Storage, WriteBack
-from .text import clean
-from .values import short_repr
 
 PAGE_SIZE = 1000
 MAX_CHAIN_DEPTH = 20
-MAX_RETRY_DELAY_S = 15 * 60
+# A per-pass check that finds this many events past the cursor, none matching, moves the stored
+# cursor past them (one write per so many events, so an idle daemon stays idle).
+SKIP_AFTER_EVENTS = 10_000
 
 
-class SensorEvaluator:
+class SensorEvaluator(Reacting):
     """Evaluates the sensors of one project against one home's storage."""
 
     def __init__(
@@ -59,6 +56,10 @@ class SensorEvaluator:
         self.contained = False
         self.watch: CallWatch | None = None
         self.call_timeout = DEFAULT_CALL_TIMEOUT_S
+        # Per sensor id: ((event types, scope), cursor, newest event id) from the last per-pass
+        # check that found nothing: no matching event lies between the two ids.
+        self._checked: dict[int, tuple[Any, int, int]] = {}
+        self.skip_after = SKIP_AFTER_EVENTS
 
     @property
     def location(self) -> str:
@@ -91,13 +92,36 @@ class SensorEvaluator:
         )
 
     def has_work(self, sensor: RunStatusSensorDefinition, state: SensorState, now: float) -> bool:
-        """One indexed query: a new matching event, or a failed reaction that is due."""
-        if self.storage.has_status_events_after(
-            sensor.event_types, state.cursor, sensor.scope(self.location)
-        ):
+        """A new matching event, or a failed reaction that is due: the daemon's per-pass check.
+
+        O(1) in history size whatever the scope: events a pass found not to match are never read
+        again (the mark), and once many pile up the stored cursor skips them, so a restarted
+        daemon does not read them either. The cursor itself moves only when a page commits.
+        """
+        if self._new_events(sensor, state):
             return True
         due = self.storage.next_retry_at(state.sensor_id)
         return due is not None and due <= now
+
+    def _new_events(self, sensor: RunStatusSensorDefinition, state: SensorState) -> bool:
+        scope = sensor.scope(self.location)
+        key = (sensor.event_types, scope)
+        mark = self._checked.get(state.sensor_id)
+        after = state.cursor
+        if mark is not None and mark[0] == key and mark[1] <= state.cursor:
+            after = max(after, mark[2])  # nothing matched in (mark[1], mark[2]]
+        # Read first: every event up to `newest` is visible by now (ids become visible in order).
+        newest = self.storage.newest_event_id()
+        if newest <= after:
+            return False
+        if self.storage.has_status_events_after(sensor.event_types, after, scope):
+            return True
+        self._checked[state.sensor_id] = (key, state.cursor, newest)
+        if newest - state.cursor >= self.skip_after and self.storage.skip_cursor(
+            state.sensor_id, state.cursor, newest
+        ):
+            self._checked[state.sensor_id] = (key, newest, newest)
+        return False
 
     # -- ticking -----------------------------------------------------------------------------
 
@@ -119,7 +143,8 @@ class SensorEvaluator:
         token = token or uuid.uuid4().hex
         lease = TickLease.acquire(self.storage, state, token, lease_wait)
         try:
-            return self._tick_locked(sensor, lease, should_stop or (lambda: False))
+            with self.storage.bulk_writes():
+                return self._tick_locked(sensor, lease, should_stop or (lambda: False))
         finally:
             lease.close()
             self.storage.release_lease(state.sensor_id, token)
@@ -189,24 +214,26 @@ class SensorEvaluator:
                         watch.returned()
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
-                new_runs += outcome.new_runs
-                run_keys += outcome.run_keys
+                if outcome.new_runs:
+                    new_runs += outcome.new_runs
+                    run_keys += outcome.run_keys
                 if outcome.write_back:
                     write_backs.append(
                         WriteBack(run.run_id, run.job_name, run.location, outcome.write_back)
                     )
-                result.reactions.append((reaction, run))
-                tick.reactions += 1
-                tick.run_ids += reaction.run_ids
-                if outcome.skip_message:
-                    tick.skip_reasons.append(outcome.skip_message)
-                if outcome.error:
-                    tick.errors.append(f"run {run.run_id}: {outcome.error.splitlines()[-1]}")
+                result.add(reaction, run)
+                error = outcome.error
+                tick.count(
+                    reaction.state,
+                    reaction.run_ids,
+                    outcome.skip_message,
+                    f"run {run.run_id}: {_last_line(error)}" if error else None,
+                )
             if cursor is not None:
                 tick.cursor_after = cursor
             if not pairs and not tick.reactions:
                 tick.skip_reasons = ["no new events"]
-            tick.status = _tick_status(result.reactions)
+            tick.settle()
             tick.duration_s = time.perf_counter() - started_perf
             try:
                 page = self.storage.commit_page(
@@ -228,9 +255,9 @@ class SensorEvaluator:
             lease.committed()
             if page == PageResult.CURSOR_MOVED:
                 tick.cursor_after = expected or 0
-                tick.skip_reasons.append("cursor moved by a user during the tick; it was kept")
+                tick.note("cursor moved by a user during the tick; it was kept")
             elif page == PageResult.STOPPED:
-                tick.skip_reasons.append("sensor stopped during the tick")
+                tick.note("sensor stopped during the tick")
             return page
 
         # Retries first: they are older than anything new.
@@ -274,173 +301,13 @@ class SensorEvaluator:
 
         if not tick.tick_id:
             tick.status = TickStatus.SKIPPED
-            tick.skip_reasons.append("no new events")
+            tick.note("no new events")
             tick.duration_s = time.perf_counter() - started_perf
             self.storage.record_tick(sensor_id, tick)
         return result
 
-    # -- one reaction ------------------------------------------------------------------------
 
-    def react(
-        self,
-        sensor: RunStatusSensorDefinition,
-        sensor_id: int | None,
-        event: RunEvent,
-        run: RunRecord,
-        attempt: int = 1,
-        keys_in_page: dict[str, str] | None = None,
-        keep_log: Callable[[str], None] | None = None,
-        store: SensorStateStore | None = None,
-    ) -> Outcome:
-        """Call the sensor's function for one run and say what it amounts to; stores nothing
-        (`keep_log` receives what the function logs, `store` holds its state's writes)."""
-        context = sensor.build_context(run, event, self.instance, keep_log, store)
-        try:
-            raw = sensor.evaluate_run(context)
-        except PermanentReactionError as exc:
-            return Outcome(ReactionState.DEAD, error=describe(exc), permanent=True)
-        except Exception as exc:
-            # From the user's code on; ErrorInfo cleans invalid UTF-8.
-            stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
-            return Outcome(ReactionState.RETRYING, error=stack)
-        except BaseException as exc:
-            return Outcome(ReactionState.RETRYING, error=self._base_exception(exc))
-        return self._outcome(sensor, sensor_id, event, run, raw, keys_in_page)
-
-    def react_page(
-        self,
-        sensor: RunStatusSensorDefinition,
-        sensor_id: int | None,
-        pairs: list[tuple[RunEvent, RunRecord]],
-        keys_in_page: dict[str, str] | None = None,
-        keep_log: Callable[[str], None] | None = None,
-        store: SensorStateStore | None = None,
-        preview: list[Any] | None = None,
-    ) -> list[Outcome]:
-        """Call a page sensor's function once for all `pairs`; one outcome per pair. With a
-        `preview` list, the page is a preview (`page.preview`) recording into it."""
-        store = store if store is not None else SensorStateStore()
-        contexts: list[RunStatusSensorContext] = [
-            sensor.build_context(run, event, self.instance, keep_log, store) for event, run in pairs
-        ]
-        page = SensorPage(sensor.name, contexts, store, preview=preview)
-        try:
-            sensor.evaluate_run(page)  # type: ignore[arg-type]
-        except PermanentReactionError as exc:
-            return [Outcome(ReactionState.DEAD, error=describe(exc), permanent=True)] * len(pairs)
-        except Exception as exc:
-            stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
-            return [Outcome(ReactionState.RETRYING, error=stack) for _ in pairs]
-        except BaseException as exc:
-            error = self._base_exception(exc)
-            return [Outcome(ReactionState.RETRYING, error=error) for _ in pairs]
-        keys = keys_in_page if keys_in_page is not None else {}
-        return [
-            self._outcome(sensor, sensor_id, event, run, page.result_for(context), keys)
-            for (event, run), context in zip(pairs, contexts, strict=True)
-        ]
-
-    def _base_exception(self, exc: BaseException) -> str:
-        """SystemExit, KeyboardInterrupt and other BaseExceptions from a sensor function fail its
-        reaction; only a real Ctrl-C outside a tick process goes on up, to stop the caller."""
-        if isinstance(exc, KeyboardInterrupt) and not self.contained:
-            raise exc
-        stack = ErrorInfo.from_exception(exc, skip_frames=2).stack.rstrip()
-        return (
-            f"{stack}\nthe sensor function raised {describe(exc)}, which would end its process;"
-            " the reaction failed instead"
-        )
-
-    def _outcome(
-        self,
-        sensor: RunStatusSensorDefinition,
-        sensor_id: int | None,
-        event: RunEvent,
-        run: RunRecord,
-        raw: Any,
-        keys_in_page: dict[str, str] | None,
-    ) -> Outcome:
-        if isinstance(raw, PermanentReactionError):
-            return Outcome(ReactionState.DEAD, error=describe(raw), permanent=True)
-        if isinstance(raw, Exception):  # a page sensor's `set_result(context, error)`
-            return Outcome(ReactionState.RETRYING, error=clean(describe(raw)))
-        status = STATUS_OF_EVENT.get(event.event_type)
-        label = status.value if status else event.event_type.value.removeprefix("RUN_")
-        try:
-            keys = keys_in_page if keys_in_page is not None else {}
-            outcome = plan(
-                self.storage,
-                self.origin,
-                self.max_chain_depth,
-                sensor,
-                sensor_id,
-                run,
-                raw,
-                keys,
-                label,
-            )
-        except RunsenseError as exc:
-            return Outcome(ReactionState.DEAD, error=clean(str(exc)), permanent=True)
-        except Exception as exc:  # a returned value odd enough to break the planning itself
-            error = f"sensor '{sensor.name}' returned {short_repr(raw)}: {describe(exc)}"
-            return Outcome(ReactionState.DEAD, error=clean(error), permanent=True)
-        if outcome.skip_message:
-            outcome.skip_message = clean(outcome.skip_message)
-        return outcome
-
-    def lost_calls(
-        self,
-        sensor: RunStatusSensorDefinition,
-        sensor_id: int,
-        calls: list[tuple[RunEvent, RunRecord, int]],
-        error: str,
-    ) -> list[Reaction]:
-        """Failed reactions for calls that never returned (their process died or was stopped):
-        retried on the usual schedule, parked after `max_retries`, like a raise."""
-        outcome = Outcome(ReactionState.RETRYING, error=error)
-        return [
-            self._reaction(sensor, sensor_id, event, run, attempt, outcome)
-            for event, run, attempt in calls
-        ]
-
-    def _reaction(
-        self,
-        sensor: RunStatusSensorDefinition,
-        sensor_id: int,
-        event: RunEvent,
-        run: RunRecord,
-        attempt: int,
-        outcome: Outcome,
-    ) -> Reaction:
-        now = self.clock()
-        state = outcome.state
-        next_attempt = None
-        if state == ReactionState.RETRYING:
-            if attempt > sensor.max_retries:
-                state = ReactionState.DEAD
-            else:
-                delay = sensor.retry_delay_seconds * 2 ** (attempt - 1)
-                next_attempt = now + min(delay, MAX_RETRY_DELAY_S)
-        return Reaction(
-            sensor_id=sensor_id,
-            event_id=event.event_id,
-            run_id=run.run_id,
-            state=state,
-            attempts=attempt,
-            next_attempt_at=next_attempt,
-            error=outcome.error,
-            skip_message=outcome.skip_message,
-            run_ids=[r.run_id for r in outcome.new_runs],
-            created_at=now,
-            finished_at=None if state == ReactionState.RETRYING else now,
-            sensor=sensor.name,
-        )
-
-
-def _tick_status(reactions: list[tuple[Reaction, RunRecord]]) -> TickStatus:
-    states = {reaction.state for reaction, _ in reactions}
-    if states & {ReactionState.RETRYING, ReactionState.DEAD}:
-        return TickStatus.FAILURE
-    if ReactionState.SUCCESS in states:
-        return TickStatus.SUCCESS
-    return TickStatus.SKIPPED
+def _last_line(text: str) -> str:
+    """The last line of an error (its "Type: message"), without splitting a long traceback."""
+    text = text.rstrip()
+    return text[text.rfind("\n") + 1 :]

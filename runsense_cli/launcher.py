@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,26 +219,55 @@ class RunLauncher:
 
     def wait_for(
         self,
-        run_ids: set[str],
+        run_ids: Iterable[str],
         poll: float = 0.05,
         on_finish: Callable[[RunRecord], None] | None = None,
-    ) -> list[RunRecord]:
-        """Launch and wait until every run in `run_ids` has finished; returns them in order."""
-        pending = set(run_ids)
-        finished: list[RunRecord] = []
-        while pending:
-            self.launch_queued(pending)
+    ) -> int:
+        """Launch and wait until every run in `run_ids` has finished; returns how many.
+
+        `run_ids` is consumed lazily and at most a few times `max_concurrent_runs` are watched at
+        once, so waiting for 10^6 requested runs holds no more than waiting for ten."""
+        source = iter(run_ids)
+        window = max(16, 4 * self.max_concurrent_runs)
+        pending: dict[str, None] = {}  # in the order given
+        done = 0
+        more = True
+        while more or pending:
+            while more and len(pending) < window:
+                run_id = next(source, None)
+                if run_id is None:
+                    more = False
+                else:
+                    pending[run_id] = None
+            self.launch_queued(set(pending))
             self.fail_dead_runs()
-            for run_id in sorted(pending):
+            before = done
+            for run_id in list(pending):
                 run = self.storage.get_run(run_id)
                 if run.is_finished:
-                    pending.discard(run_id)
-                    finished.append(run)
+                    del pending[run_id]
+                    done += 1
                     if on_finish:
                         on_finish(run)
-            if pending:
+            if pending and done == before:
                 time.sleep(poll)
-        return finished
+        return done
+
+
+def requested_during(
+    storage: Storage, sensor: str, since: float, until: float, page: int = 500
+) -> Iterator[str]:
+    """Ids of the runs `sensor` requested in [since, until] (a tick holds the sensor's lease
+    throughout, so these are its tick's runs), oldest first, read a page at a time."""
+    after = (since, "")
+    while True:
+        runs = storage.runs_created_between(since, until, after, page)
+        for run in runs:
+            if run.tags.get("runsense/sensor") == sensor:
+                yield run.run_id
+        if len(runs) < page:
+            return
+        after = (runs[-1].created_at, runs[-1].run_id)
 
 
 def _node_of(identity: str | None) -> str | None:

@@ -50,8 +50,18 @@ class SensorState:
     status_source: str | None = None
 
 
+MAX_TICK_RUN_IDS = 100  # a tick row keeps counts and the first few of each list, so it stays
+MAX_TICK_NOTES = 20  # small (SPEC §8: ≤ 64 KB) whatever the backlog: 100,000 run ids were 3.9 MB
+MAX_NOTE_CHARS = 500  # and a row rewritten each page made a big tick quadratic
+
+
 @dataclass
 class Tick:
+    """One tick's record. Lists are bounded: `run_ids` holds the first MAX_TICK_RUN_IDS runs
+    requested (`runs_requested` counts them all), `skip_reasons` the first MAX_TICK_NOTES distinct
+    reasons (`skipped` counts skipped reactions), `errors` the first MAX_TICK_NOTES errors
+    (`failures` counts failed reactions)."""
+
     tick_id: int
     sensor: str
     status: TickStatus
@@ -65,6 +75,51 @@ class Tick:
     cursor_before: int = 0
     cursor_after: int = 0
     logs: list[str] = field(default_factory=list)  # what the function logged (`context.log`)
+    runs_requested: int = 0
+    skipped: int = 0
+    failures: int = 0
+
+    def count(
+        self,
+        state: ReactionState,
+        run_ids: list[str],
+        skip_message: str | None,
+        error: str | None,
+    ) -> None:
+        """Add one reaction to the counts, and to the lists while they have room."""
+        self.reactions += 1
+        if run_ids:
+            self.runs_requested += len(run_ids)
+            room = MAX_TICK_RUN_IDS - len(self.run_ids)
+            if room > 0:
+                self.run_ids += run_ids[:room]
+        if state == ReactionState.SKIPPED:
+            self.skipped += 1
+        elif state != ReactionState.SUCCESS:
+            self.failures += 1
+        if skip_message:
+            self.note(skip_message)
+        if error and len(self.errors) < MAX_TICK_NOTES:
+            self.errors.append(_short(error))
+
+    def note(self, reason: str) -> None:
+        """Keep a skip reason unless it is already there or the list is full."""
+        reason = _short(reason)
+        if len(self.skip_reasons) < MAX_TICK_NOTES and reason not in self.skip_reasons:
+            self.skip_reasons.append(reason)
+
+    def settle(self) -> None:
+        """The status from the counts: FAILURE if any reaction failed, SUCCESS if any acted."""
+        if self.failures:
+            self.status = TickStatus.FAILURE
+        elif self.reactions > self.skipped:
+            self.status = TickStatus.SUCCESS
+        else:
+            self.status = TickStatus.SKIPPED
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_NOTE_CHARS else text[: MAX_NOTE_CHARS - 1] + "…"
 
 
 MAX_TICK_LOG_LINES = 50  # what a sensor function logs is kept with its tick, bounded: a chatty

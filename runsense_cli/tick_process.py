@@ -34,7 +34,6 @@ from .outcomes import TickResult
 from .records import Tick, TickStatus
 from .sensors import RunStatusSensorDefinition
 
-RECENT_REACTIONS = 20  # what a finished tick reports of its reactions (the live view's recent)
 PARENT_CHECK_S = 0.5
 _EXIT_RUNSENSE_FAILED = 70
 
@@ -277,19 +276,21 @@ def _fail_lost_calls(proc: TickProcess, how: str) -> TickEnd:
             TickStatus.FAILURE,
             time.time(),
             events_scanned=len(calls),
-            reactions=len(reactions),
-            errors=[f"run {run.run_id}: {error}" for _, run, _ in calls],
             cursor_before=cursor,
             cursor_after=cursor,
         )
+        for reaction, (_, run, _) in zip(reactions, calls, strict=True):
+            tick.count(reaction.state, [], None, f"run {run.run_id}: {error}")
         try:
             storage.commit_page(
                 proc.sensor_id, tick, reactions, [], [], [], None, None, proc.token, lease_ttl()
             )
         except LeaseLostError:
             return TickEnd(name, busy=True)  # another process took the sensor over: it retries
-        runs = [run for _, run, _ in calls]
-        return TickEnd(name, TickResult(name, tick, list(zip(reactions, runs, strict=True))))
+        result = TickResult(name, tick)
+        for reaction, (_, run, _) in zip(reactions, calls, strict=True):
+            result.add(reaction, run)
+        return TickEnd(name, result)
     except RunsenseError as exc:
         return TickEnd(name, error=f"sensor '{name}': {exc}")
     finally:
@@ -331,7 +332,7 @@ def _tick_in_child(proc: TickProcess, writer: int, lease_wait: float) -> NoRetur
             result = evaluator.tick(
                 proc.sensor, lease_wait=lease_wait, should_stop=stop.is_set, token=proc.token
             )
-            end = TickEnd(name, TickResult(name, result.tick, result.reactions[-RECENT_REACTIONS:]))
+            end = TickEnd(name, result)  # bounded: the last reactions, the first parked
         except SensorBusyError as exc:
             end = TickEnd(name, error=str(exc), busy=True)
         except RunsenseError as exc:

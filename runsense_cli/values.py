@@ -54,9 +54,14 @@ def check_json(value: Any, where: str = "run config") -> Any:
 
 
 def _walk(value: Any, where: str, path: str, depth: int) -> Any:
+    kind = type(value)  # exact types first: every RunRequest's config is walked, in every tick
+    if kind is str:
+        return clean(value)
+    if value is None or kind is int or kind is bool:
+        return value
     if isinstance(value, str):
         return clean(value)
-    if value is None or isinstance(value, (bool, int)):
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -65,13 +70,13 @@ def _walk(value: Any, where: str, path: str, depth: int) -> Any:
                 "use null, a string, or a finite number",
             )
         return value
-    if isinstance(value, (Mapping, list, tuple)):
+    if kind is dict or kind is list or isinstance(value, (Mapping, list, tuple)):
         if depth >= MAX_NESTING:
             raise ConfigError(
                 f"{_at(where, _short(path, 60))}: nested more than {MAX_NESTING} levels deep",
                 "flatten it",
             )
-        if isinstance(value, Mapping):
+        if kind is dict or isinstance(value, Mapping):
             out = {}
             for key, item in value.items():
                 if not isinstance(key, str):

@@ -39,6 +39,13 @@ BACKEND_IDS = {
         for what in ("rate", "cost", "row", "memory")
         for kind in ("none", "request")
     ),
+    "tick_cost_none_1000",  # the same at 1,000 events, and how the cost grows from there
+    "tick_cost_request_1000",
+    "tick_growth_none",
+    "tick_growth_request",
+    "scoped_check",  # a sensor scoped away from every event behind it: per-pass check, daemon
+    "scoped_check_first",
+    "scoped_daemon_cpu",
     "reaction_latency_p50",  # daemon: run end -> reaction stored, with wake-ups
     "reaction_latency_p95",
     "reaction_latency_p99",
@@ -47,6 +54,7 @@ BACKEND_IDS = {
 }
 POSTGRES_ONLY_IDS = {
     "daemon_idle_server_cpu",  # the idle daemon's server processes
+    "scoped_daemon_server_cpu",
     "drain_reactions",  # three daemons drain a run-requesting sensor
     "drain_runs",
     "drain_runs_per_s",

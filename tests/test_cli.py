@@ -31,6 +31,7 @@ SENSOR_FIELDS = {"name", "location", "run_status", "status", "cursor", "lag", "l
 TICK_FIELDS = {
     "tick_id", "sensor", "status", "started_at", "duration_s", "events_scanned",
     "reactions", "run_ids", "skip_reasons", "errors", "cursor_before", "cursor_after",
+    "runs_requested", "skipped", "failures",
 }  # fmt: skip
 FAILURE_FIELDS = {"sensor", "event_id", "run_id", "attempts", "state", "next_attempt_at", "error"}
 
@@ -444,6 +445,47 @@ def test_tick_no_wait_launches_workers_and_returns(proj):
         assert time.monotonic() < deadline, requested
         time.sleep(0.05)
     assert requested["job_name"] == "status_reporting_job"
+
+
+class FinishedWorker:
+    """Stands in for a run worker's process: the run was done before it was "started"."""
+
+    pid = os.getpid()
+    returncode = 0
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def test_tick_waits_for_every_requested_run_beyond_the_ids_a_tick_keeps(proj, monkeypatch):
+    """Given 130 successes waiting, when `sensor tick --json` requests a run for each, then it
+    waits for all 130 (a tick keeps only the first 100 ids), and its JSON counts them all."""
+    from runsense_cli.identity import ProcessId
+    from runsense_cli.launcher import RunLauncher
+    from runsense_cli.runs import RunStatus
+
+    def spawn(self, run_id: str, token: str) -> FinishedWorker:
+        run = self.storage.register_worker(run_id, token, str(ProcessId.of()))
+        self.storage.set_run_status(run, RunStatus.SUCCESS)
+        return FinishedWorker()
+
+    monkeypatch.setattr(RunLauncher, "_spawn", spawn)
+    ok(rs(proj, "sensor", "start", "report_status_sensor"))
+    for _ in range(130):
+        ok(rs(proj, "run", "ok_job"))
+
+    result = rs(proj, "sensor", "tick", "report_status_sensor", "--json")
+
+    [tick] = as_json(result)
+    assert (tick["reactions"], tick["runs_requested"], len(tick["run_ids"])) == (130, 130, 100)
+    assert "Running 130 requested run(s)" in result.stderr
+    assert result.stderr.count(" status_reporting_job SUCCESS in ") == 130
+    every = as_json(rs(proj, "runs", "list", "--json", "--limit", "0"))
+    statuses = {r["status"] for r in every if r["job_name"] == "status_reporting_job"}
+    assert statuses == {"SUCCESS"}
 
 
 def test_tick_without_running_sensors_says_so(proj):

@@ -279,6 +279,54 @@ def test_status_events_after_reads_in_pages_within_scope(db):
     assert not db.has_status_events_after(types, end, SensorScope("loc", all_locations=True))
 
 
+def test_a_tick_row_stores_its_counts_beside_its_capped_lists(db):
+    state = sensor(db)
+    tick = Tick(0, "watcher", TickStatus.STARTED, time.time())
+    for i in range(150):
+        tick.count(ReactionState.SUCCESS, [f"run-{i}"], None, None)
+    tick.count(ReactionState.SKIPPED, [], "not mine", None)
+    tick.count(ReactionState.DEAD, [], None, "run x: boom")
+    tick.settle()
+    db.record_tick(state.sensor_id, tick)
+    stored = db.last_tick(state.sensor_id)
+    assert (stored.reactions, stored.runs_requested, stored.skipped, stored.failures) == (
+        152,
+        150,
+        1,
+        1,
+    )
+    assert stored.run_ids == [f"run-{i}" for i in range(100)]
+    assert (stored.skip_reasons, stored.errors) == (["not mine"], ["run x: boom"])
+    assert stored.status == TickStatus.FAILURE
+
+
+def test_skip_cursor_moves_only_an_unleased_cursor_still_where_it_was(db, other):
+    state = sensor(db)
+    assert db.skip_cursor(state.sensor_id, state.cursor, 50)
+    assert db.sensor_state("loc", "watcher").cursor == 50
+    assert not db.skip_cursor(state.sensor_id, state.cursor, 60)  # moved since: keep it
+    assert other.acquire_lease(state.sensor_id, "tick", 15, ME)
+    assert not db.skip_cursor(state.sensor_id, 50, 70)  # a tick holds the lease
+    other.release_lease(state.sensor_id, "tick")
+    assert db.skip_cursor(state.sensor_id, 50, 70)
+    assert db.sensor_state("loc", "watcher").cursor == 70
+
+
+def test_runs_created_between_pages_through_a_window_in_creation_order(db):
+    before = time.time()
+    runs = [
+        db.create_run("job", "loc", status=RunStatus.QUEUED, now=100.0 + i // 3) for i in range(7)
+    ]
+    db.create_run("job", "loc", status=RunStatus.QUEUED, now=200.0)  # after the window
+    seen, after = [], (100.0, "")
+    while page_ := db.runs_created_between(100.0, 150.0, after, 2):
+        seen += page_
+        after = (page_[-1].created_at, page_[-1].run_id)
+    expected = sorted(runs, key=lambda r: (r.created_at, r.run_id))
+    assert [r.run_id for r in seen] == [r.run_id for r in expected]
+    assert db.runs_created_between(before, time.time() + 1, (before, ""), 10) == []
+
+
 def test_code_defaults_rule_until_a_user_pins_the_status(db):
     state = db.ensure_sensor("loc", "s", running=True)
     assert state.status == SensorStatus.RUNNING

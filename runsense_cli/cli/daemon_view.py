@@ -9,7 +9,7 @@ from typing import Any
 
 from ..evaluation import SensorEvaluator, TickResult
 from ..launcher import DeadRun
-from ..records import ReactionState, SensorStatus
+from ..records import SensorStatus
 from ..runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from ..storage import PruneResult
 from ..text import clean
@@ -53,11 +53,11 @@ def _tick_line(result: TickResult) -> str:
     t = result.tick
     line = (
         f"tick {result.sensor}: {t.status.value} events={t.events_scanned} reactions={t.reactions}"
-        f" runs_requested={len(t.run_ids)} cursor={t.cursor_before}->{t.cursor_after}"
+        f" runs_requested={t.runs_requested} cursor={t.cursor_before}->{t.cursor_after}"
         f" took={t.duration_s * 1000:.1f}ms"
     )
-    if t.errors:
-        line += f" errors={len(t.errors)} first_error={t.errors[0]!r}"
+    if t.failures:
+        line += f" errors={t.failures} first_error={t.errors[0]!r}"
     return line
 
 
@@ -73,13 +73,15 @@ class LogReporter:
 
     def tick(self, result: TickResult) -> None:
         self._emit(_tick_line(result))
-        for reaction, run in result.reactions:
-            if reaction.state == ReactionState.DEAD:  # parked: needs a person (`sensor retry`)
-                last = (reaction.error or "").strip().splitlines()[-1:] or [""]
-                self._emit(
-                    f"parked: {result.sensor} on run {run.run_id} (event {reaction.event_id},"
-                    f" {reaction.attempts} attempt(s)): {clean(last[0])}"
-                )
+        for reaction, run in result.parked:  # parked: needs a person (`sensor retry`)
+            last = (reaction.error or "").strip().splitlines()[-1:] or [""]
+            self._emit(
+                f"parked: {result.sensor} on run {run.run_id} (event {reaction.event_id},"
+                f" {reaction.attempts} attempt(s)): {clean(last[0])}"
+            )
+        if result.parked_count > len(result.parked):
+            more = result.parked_count - len(result.parked)
+            self._emit(f"parked: {result.sensor}: {more} more (runsense sensor failures)")
 
     def launched(self, run_ids: list[str]) -> None:
         for run_id in run_ids:

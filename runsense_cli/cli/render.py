@@ -199,6 +199,11 @@ def tick_json(tick: Tick) -> dict[str, Any]:
         "duration_s": round(tick.duration_s, 6),
         "events_scanned": tick.events_scanned,
         "reactions": tick.reactions,
+        "runs_requested": tick.runs_requested,
+        "skipped": tick.skipped,
+        "failures": tick.failures,
+        # The first 100 runs requested, distinct skip reasons and errors: the counts above say
+        # how many there were in all.
         "run_ids": tick.run_ids,
         "skip_reasons": tick.skip_reasons,
         "errors": tick.errors,
@@ -369,7 +374,7 @@ def ticks_table(ticks: list[Tick]) -> Any:
             styled(t.status.value),
             str(t.events_scanned),
             str(t.reactions),
-            str(len(t.run_ids)),
+            str(t.runs_requested),
             f"{t.cursor_before}→{t.cursor_after}",
             duration(t.duration_s),
             lit(notes),

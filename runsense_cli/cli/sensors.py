@@ -237,41 +237,54 @@ def tick(
         if as_json:
             render.print_json([])
         return
+    import time
+
+    from ..launcher import requested_during
+
     failed = False
-    requested: list[str] = []
+    first_ids: list[str] = []  # the first runs each tick requested (Tick.run_ids is capped)
+    windows: list[tuple[str, float, float]] = []  # (sensor, from, to): when its tick ran
+    requested = 0
     ticks: list[Any] = []
     dot = render.mark("dot")
-    ends = tick_sensors(evaluator, sensors)
+    since = time.time()
+    ends = tick_sensors(evaluator, sensors)  # side by side, each in a process of its own
+    until = time.time()
     problems = [end.error for end in ends if end.error]
     for end in ends:
         if end.result is None:
             continue
         sensor, t = end.result.sensor, end.result.tick
         ticks.append(t)
-        failed |= bool(t.errors)
-        requested += t.run_ids
+        failed |= bool(t.failures)
+        if t.runs_requested:
+            requested += t.runs_requested
+            first_ids += t.run_ids
+            windows.append((sensor, since, until))
         out.print(
             f"{lit(sensor)}: {render.styled(t.status.value)} {dot} {t.events_scanned} event(s), "
-            f"{t.reactions} reaction(s), {len(t.run_ids)} run(s) requested {dot} "
+            f"{t.reactions} reaction(s), {t.runs_requested} run(s) requested {dot} "
             f"{render.duration(t.duration_s)}"
         )
-        for reason in sorted(set(t.skip_reasons)):
+        for reason in sorted(t.skip_reasons):
             out.print(f"  [yellow]skipped[/yellow]: {lit(reason)}")
         for error in t.errors:
             out.print(f"  [red]failed[/red]: {lit(error)}")
+        if t.failures > len(t.errors):
+            out.print(f"  [red]failed[/red]: {t.failures - len(t.errors)} more (sensor failures)")
     for problem in problems:
         out.print(f"[red]error[/red]: {lit(problem)}")
     if requested:
         launcher = state.launcher(max_concurrent_runs)
         if no_wait:
-            started = launcher.launch_queued(set(requested))
-            left = len(requested) - len(started)
+            started = launcher.launch_queued(set(first_ids))
+            left = requested - len(started)
             out.print(
                 f"Launched {len(started)} run worker(s)"
                 + (f"; {left} run(s) stay queued for the daemon." if left else ".")
             )
         else:
-            out.print(f"Running {len(requested)} requested run(s){render.mark('more')}")
+            out.print(f"Running {requested} requested run(s){render.mark('more')}")
 
             def finished(run: Any) -> None:
                 nonlocal failed
@@ -281,7 +294,16 @@ def tick(
                     f"in {render.duration(run.duration)}"
                 )
 
-            launcher.wait_for(set(requested), on_finish=finished)
+            # Every run the ticks requested, read back from storage a page at a time: the
+            # ticks keep only the first ids, and a backlog may request a million runs.
+            launcher.wait_for(
+                (
+                    run_id
+                    for name, since, until in windows
+                    for run_id in requested_during(state.storage, name, since, until)
+                ),
+                on_finish=finished,
+            )
     if as_json:
         render.print_json([render.tick_json(t) for t in ticks])
     raise typer.Exit(2 if problems else 1 if failed else 0)

@@ -22,6 +22,7 @@ The guarantees that cut across methods:
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,12 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Around many commits in a row (a big tick's pages): the backend may defer upkeep to
+        the end. Commits inside stay commits; nothing else changes for other connections."""
+        yield
 
     @abc.abstractmethod
     def db_time(self) -> float:
@@ -191,6 +198,13 @@ class Storage(abc.ABC):
         """Runs that sensors requested from this run (its children), oldest first."""
 
     @abc.abstractmethod
+    def runs_created_between(
+        self, since: float, until: float, after: tuple[float, str], limit: int
+    ) -> list[RunRecord]:
+        """Up to `limit` runs created in [since, until], in (created_at, run_id) order, after
+        `after` (the last run of the previous page): all of them a page at a time."""
+
+    @abc.abstractmethod
     def run_origin(self, run_id: str) -> dict[str, Any] | None:
         """How to import the run's project (stored when it was created)."""
 
@@ -219,7 +233,9 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def has_status_events_after(
         self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
-    ) -> bool: ...
+    ) -> bool:
+        """Whether a matching event has an id above `cursor`; reads every event of these types
+        above it that the scope leaves out, so callers keep `cursor` close (see `skip_cursor`)."""
 
     @abc.abstractmethod
     def count_status_events_after(
@@ -254,6 +270,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def set_cursor(self, sensor_id: int, cursor: int) -> None:
         """Move the cursor (a user command); a drain in progress will not overwrite it."""
+
+    @abc.abstractmethod
+    def skip_cursor(self, sensor_id: int, expected: int, cursor: int) -> bool:
+        """Move the cursor past events found not to match, only if it is still `expected` and
+        no tick holds a live lease (so neither a user's move nor a drain is overwritten)."""
 
     @abc.abstractmethod
     def acquire_lease(self, sensor_id: int, token: str, ttl: float, holder: str) -> bool:

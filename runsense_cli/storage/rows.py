@@ -38,7 +38,8 @@ REACTION_COLUMNS = (
 )
 TICK_COLUMNS = (
     "t.id, s.name, t.status, t.started_at, t.duration_s, t.events_scanned, t.reactions,"
-    " t.run_ids, t.skip_reasons, t.errors, t.cursor_before, t.cursor_after, t.logs"
+    " t.run_ids, t.skip_reasons, t.errors, t.cursor_before, t.cursor_after, t.logs,"
+    " t.runs_requested, t.skipped, t.failures"
 )
 
 
@@ -127,6 +128,7 @@ def reaction_from_row(row: Sequence[Any]) -> Reaction:
 
 def tick_from_row(row: Sequence[Any]) -> Tick:
     try:
+        run_ids, errors = json.loads(row[7]), json.loads(row[9])
         return Tick(
             tick_id=row[0],
             sensor=row[1],
@@ -135,12 +137,16 @@ def tick_from_row(row: Sequence[Any]) -> Tick:
             duration_s=row[4],
             events_scanned=row[5],
             reactions=row[6],
-            run_ids=json.loads(row[7]),
+            run_ids=run_ids,
             skip_reasons=json.loads(row[8]),
-            errors=json.loads(row[9]),
+            errors=errors,
             cursor_before=row[10],
             cursor_after=row[11],
             logs=json.loads(row[12]),
+            # Rows written before the counts existed kept every id and error: count those.
+            runs_requested=max(row[13], len(run_ids)),
+            skipped=row[14],
+            failures=max(row[15], len(errors)),
         )
     except (ValueError, TypeError, IndexError) as exc:
         raise undecodable("tick", exc) from None

@@ -364,6 +364,17 @@ class RunsSql(AlertsSql):
         )
         return [run_from_row(row) for row in rows]
 
+    def runs_created_between(
+        self, since: float, until: float, after: tuple[float, str], limit: int
+    ) -> list[RunRecord]:
+        rows = self._all(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE created_at >= ? AND created_at <= ?"
+            " AND (created_at > ? OR (created_at = ? AND run_id > ?))"
+            " ORDER BY created_at, run_id LIMIT ?",
+            (since, until, after[0], after[0], after[1], limit),
+        )
+        return [run_from_row(row) for row in rows]
+
     def run_origin(self, run_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT origin FROM runs WHERE run_id = ?", (run_id,))
         return json.loads(row[0]) if row and row[0] else None

@@ -218,7 +218,22 @@ CREATE TABLE IF NOT EXISTS run_overdue (
 CREATE INDEX IF NOT EXISTS run_overdue_by_event ON run_overdue (event_id)
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL, M002_SEVERAL_HOSTS, M003_OPERATIONS, M004_ALERTS]
+# Issue 9: a tick row keeps counts and the first few ids and notes (SPEC §8 round 2: ≤ 64 KB), so
+# what it requested, skipped and failed is counted here. Touches only `ticks`: it commutes with
+# other branches' migrations (renumbered at merge).
+M005_TICK_COUNTS = """
+ALTER TABLE ticks ADD COLUMN runs_requested {bigint} NOT NULL DEFAULT 0;
+ALTER TABLE ticks ADD COLUMN skipped {bigint} NOT NULL DEFAULT 0;
+ALTER TABLE ticks ADD COLUMN failures {bigint} NOT NULL DEFAULT 0
+"""
+
+MIGRATIONS: list[str] = [
+    M001_INITIAL,
+    M002_SEVERAL_HOSTS,
+    M003_OPERATIONS,
+    M004_ALERTS,
+    M005_TICK_COUNTS,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Parents before children, for `db copy`.

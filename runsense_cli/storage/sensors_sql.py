@@ -9,14 +9,12 @@ from typing import Any
 
 from ..errors import LeaseLostError
 from ..identity import ProcessId, pid_alive, pid_of
-from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
+from ..records import Reaction, SensorState, SensorStatus, Tick
 from ..runs import EventType, RunStatus
-from .events_sql import EventsSql
+from .reactions_sql import ReactionsSql
 from .rows import (
-    REACTION_COLUMNS,
     SENSOR_COLUMNS,
     TICK_COLUMNS,
-    reaction_from_row,
     sensor_from_row,
     tick_from_row,
 )
@@ -25,7 +23,7 @@ from .shapes import NewRun, PageResult, WriteBack
 USER = "user"  # sensors.status_source once `sensor start`/`stop` pinned the status
 
 
-class SensorsSql(EventsSql):
+class SensorsSql(ReactionsSql):
     # -- sensor rows -------------------------------------------------------------------------
 
     def sensor_state(self, location: str, name: str) -> SensorState | None:
@@ -104,6 +102,18 @@ class SensorsSql(EventsSql):
             ),
             wake=True,
         )
+
+    def skip_cursor(self, sensor_id: int, expected: int, cursor: int) -> bool:
+        def body() -> bool:
+            return bool(
+                self._execute(
+                    "UPDATE sensors SET cursor = ? WHERE id = ? AND cursor = ? AND status = ?"
+                    " AND (lease_token IS NULL OR lease_expires < ?)",
+                    (cursor, sensor_id, expected, SensorStatus.RUNNING.value, self.db_time()),
+                ).rowcount
+            )
+
+        return self._write(body)
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -296,7 +306,8 @@ class SensorsSql(EventsSql):
         )
 
     def _save_tick(self, sensor_id: int, tick: Tick) -> int:
-        """Insert or update the tick's row; returns its id (set on `tick` only after commit)."""
+        """Insert or update the tick's row; returns its id (set on `tick` only after commit). The
+        row is rewritten every page, so it must stay small: Tick bounds its lists."""
         values = (
             tick.status.value,
             tick.started_at,
@@ -309,19 +320,23 @@ class SensorsSql(EventsSql):
             tick.cursor_before,
             tick.cursor_after,
             json.dumps(tick.logs),
+            tick.runs_requested,
+            tick.skipped,
+            tick.failures,
         )
         if tick.tick_id:
             self._execute(
                 "UPDATE ticks SET status = ?, started_at = ?, duration_s = ?, events_scanned = ?,"
                 " reactions = ?, run_ids = ?, skip_reasons = ?, errors = ?, cursor_before = ?,"
-                " cursor_after = ?, logs = ? WHERE id = ?",
+                " cursor_after = ?, logs = ?, runs_requested = ?, skipped = ?, failures = ?"
+                " WHERE id = ?",
                 (*values, tick.tick_id),
             )
             return tick.tick_id
         return self._insert_id(
             "INSERT INTO ticks (status, started_at, duration_s, events_scanned, reactions,"
-            " run_ids, skip_reasons, errors, cursor_before, cursor_after, logs, sensor_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " run_ids, skip_reasons, errors, cursor_before, cursor_after, logs, runs_requested,"
+            " skipped, failures, sensor_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*values, sensor_id),
         )
 
@@ -348,93 +363,3 @@ class SensorsSql(EventsSql):
             (sensor_id, limit),
         )
         return [tick_from_row(row) for row in rows]
-
-    # -- reactions ---------------------------------------------------------------------------
-
-    def due_reactions(self, sensor_id: int, now: float, limit: int) -> list[Reaction]:
-        rows = self._all(
-            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
-            " WHERE r.sensor_id = ? AND r.state = ? AND r.next_attempt_at <= ?"
-            " ORDER BY r.event_id LIMIT ?",
-            (sensor_id, ReactionState.RETRYING.value, now, limit),
-        )
-        return [reaction_from_row(row) for row in rows]
-
-    def reacted_events_after(self, sensor_id: int, cursor: int) -> set[int]:
-        rows = self._all(
-            "SELECT event_id FROM reactions WHERE sensor_id = ? AND event_id > ?",
-            (sensor_id, cursor),
-        )
-        return {row[0] for row in rows}
-
-    def next_retry_at(self, sensor_id: int) -> float | None:
-        row = self._one(
-            "SELECT min(next_attempt_at) FROM reactions WHERE sensor_id = ? AND state = ?",
-            (sensor_id, ReactionState.RETRYING.value),
-        )
-        return row[0]
-
-    def failed_reactions(self, sensor_ids: Sequence[int]) -> list[Reaction]:
-        if not sensor_ids:
-            return []
-        marks = ", ".join("?" * len(sensor_ids))
-        rows = self._all(
-            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
-            f" WHERE r.sensor_id IN ({marks}) AND r.state IN (?, ?) ORDER BY r.event_id",
-            (*sensor_ids, ReactionState.RETRYING.value, ReactionState.DEAD.value),
-        )
-        return [reaction_from_row(row) for row in rows]
-
-    def reactions_for(self, sensor_id: int) -> list[Reaction]:
-        rows = self._all(
-            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
-            " WHERE r.sensor_id = ? ORDER BY r.event_id",
-            (sensor_id,),
-        )
-        return [reaction_from_row(row) for row in rows]
-
-    def reactions_to_run(self, run_id: str) -> list[Reaction]:
-        rows = self._all(
-            f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
-            " WHERE r.run_id = ? ORDER BY r.event_id, s.name",
-            (run_id,),
-        )
-        return [reaction_from_row(row) for row in rows]
-
-    def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
-        now = time.time()
-        only_event = " AND event_id = ?" if event_id is not None else ""
-        extra = [event_id] if event_id is not None else []
-
-        def body() -> tuple[int, int]:
-            # RETRYING first, so the parked ones requeued below are not counted twice.
-            retrying = self._execute(
-                "UPDATE reactions SET next_attempt_at = CASE WHEN next_attempt_at IS NULL OR"
-                " next_attempt_at > ? THEN ? ELSE next_attempt_at END"
-                " WHERE sensor_id = ? AND state = ?" + only_event,
-                [now, now, sensor_id, ReactionState.RETRYING.value, *extra],
-            ).rowcount
-            parked = self._execute(
-                "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?,"
-                " finished_at = NULL WHERE sensor_id = ? AND state = ?" + only_event,
-                [ReactionState.RETRYING.value, now, sensor_id, ReactionState.DEAD.value, *extra],
-            ).rowcount
-            return parked, retrying
-
-        return self._write(body, wake=True)
-
-    def requeue_reactions(self, sensor_id: int, event_id: int | None = None) -> int:
-        sql = (
-            "UPDATE reactions SET state = ?, attempts = 0, next_attempt_at = ?, finished_at = NULL"
-            " WHERE sensor_id = ? AND state = ?"
-        )
-        params: list[Any] = [
-            ReactionState.RETRYING.value,
-            time.time(),
-            sensor_id,
-            ReactionState.DEAD.value,
-        ]
-        if event_id is not None:
-            sql += " AND event_id = ?"
-            params.append(event_id)
-        return self._write(lambda: self._execute(sql, params).rowcount, wake=True)
