@@ -261,7 +261,7 @@ class Daemon:
         for name, sensor in self.evaluator.definitions.sensors.items():
             if self.stop_requested.is_set():
                 return
-            if name in self.ticks.running:
+            if self.ticks.busy(name):
                 continue  # one tick of a sensor at a time; the others go on meanwhile
             state = storage.sensor_state(self.evaluator.location, name)
             if state is None or state.status != SensorStatus.RUNNING:

@@ -1,160 +1,195 @@
 """Every sensor tick in a process of its own, so the user's code cannot break anything else.
 
-A tick process is forked from the process that loaded the project (the daemon, `sensor tick`):
-it inherits the imported code, so starting one costs about a millisecond and no import. Inside,
-the tick runs exactly as in process, on its own database connection; whatever the sensor function
-raises (`SystemExit`, `KeyboardInterrupt` included) is a failed reaction there. What a function
-does to its process (`os._exit`, a segfault, a hang past `sensor_timeout`) the parent sees: it
-reads from the shared `CallWatch` which events were in flight and fails their reactions, retried
-and parked after `max_retries` like a raise. A poison event is counted, never a crash loop, and
-meanwhile the parent goes on ticking other sensors and launching runs.
+Each sensor gets a tick process, forked on its first tick from the process that loaded the
+project (the daemon, `sensor tick`): it inherits the imported code and keeps its own database
+connection, and then serves that sensor's ticks one after another (`tick_worker`), so a tick
+costs a command on a pipe, not a fork. Inside, whatever the sensor function raises
+(`SystemExit`, `KeyboardInterrupt` included) is a failed reaction. What a function does to its
+process (`os._exit`, a segfault, a hang past `sensor_timeout`) the parent sees: it reads from the
+shared `CallWatch` which events were in flight and fails their reactions, retried and parked
+after `max_retries` like a raise, so a poison event is counted, never a crash loop; the next tick
+forks a fresh process. Meanwhile the parent goes on ticking other sensors and launching runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import pickle
 import selectors
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from dataclasses import dataclass
 
 from .call_watch import CallWatch
-from .errors import LeaseLostError, RunsenseError, SensorBusyError, describe
+from .errors import LeaseLostError, RunsenseError
 from .evaluation import SensorEvaluator
 from .leases import LEASE_WAIT_S, lease_ttl
 from .outcomes import TickResult
 from .records import Tick, TickStatus
 from .sensors import RunStatusSensorDefinition
+from .tick_worker import FrameReader, TickCommand, TickEnd, libc, send_frame, serve_ticks
 
-PARENT_CHECK_S = 0.5
-_EXIT_RUNSENSE_FAILED = 70
+IDLE_RETIRE_S = 300.0  # a tick process idle this long ends; the next tick forks a new one
 
-
-@dataclass
-class TickEnd:
-    """How one tick process ended, for the caller to report."""
-
-    sensor: str
-    result: TickResult | None = None
-    error: str | None = None
-    busy: bool = False  # another process held the sensor's lease: nothing to say
+__all__ = ["TickEnd", "TickSupervisor", "tick_sensors"]
 
 
 @dataclass
-class TickProcess:
-    """The parent's handle on one running tick process."""
+class TickJob:
+    """One tick a worker is running."""
 
-    evaluator: SensorEvaluator
     sensor: RunStatusSensorDefinition
     sensor_id: int
     token: str
-    watch: CallWatch
-    pid: int = 0
-    reader: int = -1
-    pidfd: int = -1
-    data: bytearray = field(default_factory=bytearray)
     killed_because: str | None = None  # why the parent stopped it, if it did
     stopping: bool = False  # the caller is shutting down: not the function's fault
 
-    def fds(self) -> list[int]:
-        return [fd for fd in (self.reader, self.pidfd) if fd >= 0]
 
-    def read_available(self) -> None:
-        while self.reader >= 0:
-            try:
-                chunk = os.read(self.reader, 1 << 16)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not chunk:
-                return
-            self.data += chunk
+class TickWorker:
+    """The parent's handle on one sensor's tick process."""
+
+    def __init__(self, evaluator: SensorEvaluator, sensor: str) -> None:
+        self.evaluator = evaluator  # the definitions it was forked with
+        self.sensor = sensor
+        self.watch = CallWatch(evaluator.page_size)
+        self.job: TickJob | None = None
+        self.last_used = time.monotonic()
+        libc()  # loaded here, once, not in every child
+        commands_r, commands_w = os.pipe()
+        results_r, results_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os.close(commands_w)
+            os.close(results_r)
+            serve_ticks(evaluator, self.watch, commands_r, results_w, parent)
+        os.close(commands_r)
+        os.close(results_w)
+        os.set_blocking(results_r, False)
+        self.pid, self.commands, self.results = pid, commands_w, FrameReader(results_r)
+        self.pidfd = -1
+        with contextlib.suppress(AttributeError, OSError):
+            self.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
+
+    def begin(self, job: TickJob, lease_wait: float) -> None:
+        self.job = job
+        with contextlib.suppress(OSError):  # dead: the next collect reaps it and its job
+            send_frame(self.commands, TickCommand(job.sensor.name, job.token, lease_wait))
+
+    def retire(self) -> None:
+        """No more ticks: it ends once the one in progress, if any, is reported."""
+        if self.commands >= 0:
+            os.close(self.commands)
+            self.commands = -1
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.results.fd, self.pidfd) if fd >= 0]
 
     def close(self) -> None:
-        for fd in (self.reader, self.pidfd):
+        self.retire()
+        for fd in (self.results.fd, self.pidfd):
             if fd >= 0:
                 os.close(fd)
-        self.reader = self.pidfd = -1
+        self.results.fd = self.pidfd = -1
         self.watch.close()
 
 
 class TickSupervisor:
-    """Starts tick processes, one per sensor at a time, and turns their ends into `TickEnd`s."""
+    """Runs ticks in tick processes, one tick of a sensor at a time, and turns their ends (or
+    their processes' deaths) into `TickEnd`s."""
 
     def __init__(self) -> None:
-        self.running: dict[str, TickProcess] = {}
+        self.workers: dict[str, TickWorker] = {}
+        self.retired: list[TickWorker] = []  # still finishing a tick, or not yet reaped
+
+    def _all(self) -> list[TickWorker]:
+        return [*self.workers.values(), *self.retired]
+
+    def busy(self, sensor: str) -> bool:
+        return any(w.sensor == sensor and w.job is not None for w in self._all())
+
+    @property
+    def running(self) -> bool:
+        return any(w.job is not None for w in self._all())
 
     def start(
         self, evaluator: SensorEvaluator, sensor: RunStatusSensorDefinition, lease_wait: float = 0
     ) -> None:
-        state = evaluator.state(sensor)  # registered here, not in each child
-        _libc()
-        proc = TickProcess(
-            evaluator, sensor, state.sensor_id, uuid.uuid4().hex, CallWatch(evaluator.page_size)
-        )
-        reader, writer = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(reader)
-            _tick_in_child(proc, writer, lease_wait)
-        os.close(writer)
-        os.set_blocking(reader, False)
-        proc.pid, proc.reader = pid, reader
-        with contextlib.suppress(AttributeError, OSError):
-            proc.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
-        self.running[sensor.name] = proc
+        worker = self.workers.get(sensor.name)
+        if worker is not None and worker.evaluator is not evaluator:  # the code was reloaded
+            self._retire(worker)
+            worker = None
+        if worker is None:
+            worker = self.workers[sensor.name] = TickWorker(evaluator, sensor.name)
+        state = evaluator.state(sensor)
+        worker.begin(TickJob(sensor, state.sensor_id, uuid.uuid4().hex), lease_wait)
+
+    def _retire(self, worker: TickWorker) -> None:
+        worker.retire()
+        if self.workers.get(worker.sensor) is worker:
+            del self.workers[worker.sensor]
+        self.retired.append(worker)
 
     def fds(self) -> list[int]:
-        return [fd for proc in self.running.values() for fd in proc.fds()]
+        return [fd for worker in self._all() for fd in worker.fds()]
 
     def next_deadline(self) -> float | None:
         """Seconds until the oldest call in flight runs out of time, if any call is in flight."""
         now = time.monotonic()
         waits = [
-            flight.started + proc.evaluator.call_timeout - now
-            for proc in self.running.values()
-            if (flight := proc.watch.in_flight()) is not None
+            flight.started + w.evaluator.call_timeout - now
+            for w in self._all()
+            if w.job is not None and (flight := w.watch.in_flight()) is not None
         ]
         return max(0.0, min(waits)) if waits else None
 
     def collect(self) -> list[TickEnd]:
-        """Read what the tick processes wrote, stop hung calls, and reap the ones that ended."""
+        """Take the ticks that ended, stop hung calls, and account for processes that died."""
         ends: list[TickEnd] = []
         now = time.monotonic()
-        for name, proc in list(self.running.items()):
-            proc.read_available()
-            flight = proc.watch.in_flight()
-            timeout = proc.evaluator.call_timeout
-            if proc.killed_because is None and flight and now - flight.started > timeout:
-                proc.killed_because = (
+        for worker in self._all():
+            ends += self._reported(worker, now)
+            job = worker.job
+            flight = worker.watch.in_flight() if job else None
+            timeout = worker.evaluator.call_timeout
+            if job and job.killed_because is None and flight and now - flight.started > timeout:
+                job.killed_because = (
                     f"did not return within {timeout:g} s (the sensor_timeout setting);"
                     " its process was stopped"
                 )
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
+                    os.kill(worker.pid, signal.SIGKILL)
+            killed = job is not None and job.killed_because is not None
             try:
-                pid, status = os.waitpid(proc.pid, 0 if proc.killed_because else os.WNOHANG)
+                pid, status = os.waitpid(worker.pid, 0 if killed else os.WNOHANG)
             except ChildProcessError:
-                pid, status = proc.pid, 0
+                pid, status = worker.pid, 0
             if pid == 0:
+                if worker.job is None and now - worker.last_used > IDLE_RETIRE_S:
+                    self._retire(worker)
                 continue
-            proc.read_available()
-            del self.running[name]
+            ends += self._reported(worker, now)  # what it wrote before it ended
+            if self.workers.get(worker.sensor) is worker:
+                del self.workers[worker.sensor]
+            if worker in self.retired:
+                self.retired.remove(worker)
             try:
-                end = _ended(proc, status)
+                if worker.job is not None and (end := _ended(worker, worker.job, status)):
+                    ends.append(end)
             finally:
-                proc.close()
-            if end is not None:
-                ends.append(end)
+                worker.close()
+        return ends
+
+    def _reported(self, worker: TickWorker, now: float) -> list[TickEnd]:
+        ends = [end for end in worker.results.read() if isinstance(end, TickEnd)]
+        if ends:
+            worker.job = None
+            worker.last_used = now
         return ends
 
     def wait(self, timeout: float) -> None:
@@ -172,33 +207,37 @@ class TickSupervisor:
             selector.select(max(0.0, timeout))
 
     def run_all(self, on_end: Callable[[TickEnd], None]) -> None:
-        """Wait for every tick process (`sensor tick`), handing each end over as it comes."""
+        """Wait for every tick in progress (`sensor tick`), handing each end over as it comes."""
         while self.running:
             self.wait(0.5)
             for end in self.collect():
                 on_end(end)
 
     def stop(self, grace: float) -> None:
-        """Ask every tick process to commit the page it is on and end; stop the rest after
-        `grace` seconds (their page is not stored, the next tick handles it again)."""
-        for proc in self.running.values():
-            proc.stopping = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
+        """Retire every tick process; ask those in a tick to commit the page they are on and
+        end; stop the rest after `grace` seconds (their page is not stored: the next tick
+        handles it again)."""
+        for worker in list(self.workers.values()):
+            self._retire(worker)
+        for worker in self.retired:
+            if worker.job is not None:
+                worker.job.stopping = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
-            self.wait(deadline - time.monotonic())
+        while self.retired and time.monotonic() < deadline:
+            self.wait(min(0.05, deadline - time.monotonic()))
             self.collect()
-        for proc in self.running.values():
+        for worker in self.retired:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-        for _name, proc in list(self.running.items()):
+                os.kill(worker.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(proc.pid, 0)
-            with contextlib.suppress(RunsenseError):
-                proc.evaluator.storage.release_lease(proc.sensor_id, proc.token)
-            proc.close()
-        self.running.clear()
+                os.waitpid(worker.pid, 0)
+            if worker.job is not None:
+                with contextlib.suppress(RunsenseError):
+                    worker.evaluator.storage.release_lease(worker.job.sensor_id, worker.job.token)
+            worker.close()
+        self.retired.clear()
 
 
 def tick_sensors(
@@ -220,20 +259,13 @@ def tick_sensors(
     return [ends.get(sensor.name) or TickEnd(sensor.name) for sensor in sensors]
 
 
-def _ended(proc: TickProcess, status: int) -> TickEnd | None:
-    """What a tick process's end amounts to: its own report, or the parent's account of it."""
-    if proc.killed_because is None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        try:
-            end = pickle.loads(bytes(proc.data))
-        except Exception:
-            end = None
-        if isinstance(end, TickEnd):
-            return end
-    if proc.stopping and proc.killed_because is None:
+def _ended(worker: TickWorker, job: TickJob, status: int) -> TickEnd | None:
+    """A tick process died in a tick: the parent's account of it."""
+    if job.stopping and job.killed_because is None:
         with contextlib.suppress(RunsenseError):
-            proc.evaluator.storage.release_lease(proc.sensor_id, proc.token)
+            worker.evaluator.storage.release_lease(job.sensor_id, job.token)
         return None
-    return _fail_lost_calls(proc, proc.killed_because or _how_it_ended(status))
+    return _fail_lost_calls(worker, job, job.killed_because or _how_it_ended(status))
 
 
 def _how_it_ended(status: int) -> str:
@@ -248,12 +280,13 @@ def _how_it_ended(status: int) -> str:
     return f"ended its process with exit code {os.WEXITSTATUS(status)} (os._exit or native code)"
 
 
-def _fail_lost_calls(proc: TickProcess, how: str) -> TickEnd:
+def _fail_lost_calls(worker: TickWorker, job: TickJob, how: str) -> TickEnd:
     """Fail the reactions of the calls in flight when the process ended, under the tick's own
     lease (the dead process held it with the token its parent chose)."""
-    name = proc.sensor.name
-    storage = proc.evaluator.storage
-    flight = proc.watch.in_flight()
+    name = job.sensor.name
+    evaluator = worker.evaluator
+    storage = evaluator.storage
+    flight = worker.watch.in_flight()
     try:
         if flight is None:
             return TickEnd(
@@ -267,8 +300,8 @@ def _fail_lost_calls(proc: TickProcess, how: str) -> TickEnd:
             if event is not None:
                 calls.append((event, storage.get_run(event.run_id), attempt))
         error = f"the sensor function {how}"
-        reactions = proc.evaluator.lost_calls(proc.sensor, proc.sensor_id, calls, error)
-        state = storage.sensor_state(proc.evaluator.location, name)
+        reactions = evaluator.lost_calls(job.sensor, job.sensor_id, calls, error)
+        state = storage.sensor_state(evaluator.location, name)
         cursor = state.cursor if state else 0
         tick = Tick(
             0,
@@ -283,7 +316,7 @@ def _fail_lost_calls(proc: TickProcess, how: str) -> TickEnd:
             tick.count(reaction.state, [], None, f"run {run.run_id}: {error}")
         try:
             storage.commit_page(
-                proc.sensor_id, tick, reactions, [], [], [], None, None, proc.token, lease_ttl()
+                job.sensor_id, tick, reactions, [], [], [], None, None, job.token, lease_ttl()
             )
         except LeaseLostError:
             return TickEnd(name, busy=True)  # another process took the sensor over: it retries
@@ -295,96 +328,4 @@ def _fail_lost_calls(proc: TickProcess, how: str) -> TickEnd:
         return TickEnd(name, error=f"sensor '{name}': {exc}")
     finally:
         with contextlib.suppress(RunsenseError):
-            storage.release_lease(proc.sensor_id, proc.token)
-
-
-# -- in the child --------------------------------------------------------------------------------
-
-
-def _tick_in_child(proc: TickProcess, writer: int, lease_wait: float) -> NoReturn:
-    """The whole life of a tick process; it never returns into the caller's code."""
-    code = 0
-    name = proc.sensor.name
-    try:
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        # The parent's output may be a live view wrapping sys.stdout: write past it, to the
-        # terminal, rather than into the child's stale copy of the view.
-        if type(sys.stdout).__module__.startswith("rich"):
-            sys.stdout = sys.__stdout__ or sys.stdout
-        if type(sys.stderr).__module__.startswith("rich"):
-            sys.stderr = sys.__stderr__ or sys.stderr
-        _end_with_parent(os.getppid())
-        parent = proc.evaluator
-        evaluator = SensorEvaluator(
-            parent.storage.reopen(),
-            parent.definitions,
-            parent.origin,
-            page_size=parent.page_size,
-            max_chain_depth=parent.max_chain_depth,
-            clock=parent.clock,
-        )
-        evaluator.contained = True
-        evaluator.watch = proc.watch
-        evaluator.call_timeout = parent.call_timeout
-        try:
-            result = evaluator.tick(
-                proc.sensor, lease_wait=lease_wait, should_stop=stop.is_set, token=proc.token
-            )
-            end = TickEnd(name, result)  # bounded: the last reactions, the first parked
-        except SensorBusyError as exc:
-            end = TickEnd(name, error=str(exc), busy=True)
-        except RunsenseError as exc:
-            end = TickEnd(name, error=f"sensor '{name}': {exc}")
-        _send(writer, end)
-    except BaseException as exc:  # runsense's own failure in this process: say it in one line
-        code = _EXIT_RUNSENSE_FAILED
-        with contextlib.suppress(BaseException):
-            _send(writer, TickEnd(name, error=f"sensor '{name}': tick failed: {describe(exc)}"))
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _send(writer: int, end: TickEnd) -> None:
-    data = memoryview(pickle.dumps(end))
-    while data:
-        data = data[os.write(writer, data) :]
-    os.close(writer)
-
-
-def _libc() -> Any:
-    """The C library, loaded in the parent so a tick process starts with it (Linux: prctl)."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL(None, use_errno=True)
-        except OSError:
-            _LIBC = False
-    return _LIBC
-
-
-_LIBC: Any = None
-PR_SET_PDEATHSIG = 1
-
-
-def _end_with_parent(parent: int) -> None:
-    """A tick process outlives no parent: it dies with a killed daemon, as a tick running inside
-    the daemon would, and a hung call cannot hold its sensor's lease forever. Linux kills it at
-    once (PR_SET_PDEATHSIG); elsewhere a thread notices within half a second."""
-    libc = _libc()
-    if libc and sys.platform.startswith("linux"):
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before that took effect
-        os._exit(_EXIT_RUNSENSE_FAILED)
-
-    def watch() -> None:
-        while True:
-            time.sleep(PARENT_CHECK_S)
-            if os.getppid() != parent:
-                os._exit(_EXIT_RUNSENSE_FAILED)
-
-    threading.Thread(target=watch, name="runsense-parent", daemon=True).start()
+            storage.release_lease(job.sensor_id, job.token)

@@ -1,0 +1,210 @@
+"""The inside of a tick process: a loop that runs one tick per command from its parent.
+
+A tick process serves one sensor. It is forked from the process that loaded the project, opens
+its own database connection once, and then runs each tick its parent asks for exactly as it would
+run in process, with whatever the sensor function raises turned into a failed reaction
+(`SensorEvaluator.contained`). Before and after each call of the function it notes the events in
+flight in the shared `CallWatch`, so its parent can fail their reactions if the process dies.
+Commands and results are length-prefixed pickles on two pipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .call_watch import CallWatch
+from .errors import RunsenseError, SensorBusyError, describe
+from .evaluation import SensorEvaluator
+from .outcomes import TickResult
+
+EXIT_RUNSENSE_FAILED = 70
+PARENT_CHECK_S = 0.5
+PR_SET_PDEATHSIG = 1
+_LENGTH = struct.Struct("=I")
+
+
+@dataclass
+class TickEnd:
+    """How one tick ended, for the caller to report."""
+
+    sensor: str
+    result: TickResult | None = None
+    error: str | None = None
+    busy: bool = False  # another process held the sensor's lease: nothing to say
+
+
+@dataclass(frozen=True)
+class TickCommand:
+    sensor: str
+    token: str  # the lease's token, chosen by the parent so it can commit for a dead child
+    lease_wait: float
+
+
+# -- frames ------------------------------------------------------------------------------------
+
+
+def send_frame(fd: int, value: Any) -> None:
+    data = pickle.dumps(value)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class FrameReader:
+    """Collects frames from a non-blocking pipe as its bytes arrive."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+        self.closed = False
+
+    def read(self) -> list[Any]:
+        while not self.closed:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                self.closed = True
+                break
+            self.buffer += chunk
+        frames = []
+        while len(self.buffer) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(self.buffer)
+            if len(self.buffer) < _LENGTH.size + size:
+                break
+            payload = bytes(self.buffer[_LENGTH.size : _LENGTH.size + size])
+            del self.buffer[: _LENGTH.size + size]
+            try:
+                frames.append(pickle.loads(payload))
+            except Exception:
+                continue  # nothing a well-behaved child sends; the death, if any, is reaped
+        return frames
+
+
+def _read_frame(fd: int) -> Any | None:
+    """The next frame from a blocking pipe; None at its end (the parent retired this process)."""
+    header = _read_exactly(fd, _LENGTH.size)
+    if header is None:
+        return None
+    (size,) = _LENGTH.unpack(header)
+    payload = _read_exactly(fd, size)
+    return None if payload is None else pickle.loads(payload)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+def serve_ticks(
+    parent: SensorEvaluator, watch: CallWatch, commands: int, results: int, parent_pid: int
+) -> NoReturn:
+    """The whole life of a tick process; it never returns into the caller's code."""
+    code = 0
+    name = "?"
+    try:
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        # The parent's output may be a live view wrapping sys.stdout: write past it, to the
+        # terminal, rather than into this process's stale copy of the view.
+        if type(sys.stdout).__module__.startswith("rich"):
+            sys.stdout = sys.__stdout__ or sys.stdout
+        if type(sys.stderr).__module__.startswith("rich"):
+            sys.stderr = sys.__stderr__ or sys.stderr
+        _end_with_parent(parent_pid)
+        evaluator = SensorEvaluator(
+            parent.storage.reopen(),
+            parent.definitions,
+            parent.origin,
+            page_size=parent.page_size,
+            max_chain_depth=parent.max_chain_depth,
+            clock=parent.clock,
+        )
+        evaluator.contained = True
+        evaluator.watch = watch
+        evaluator.call_timeout = parent.call_timeout
+        while (command := _read_frame(commands)) is not None:
+            name = command.sensor
+            stop.clear()
+            send_frame(results, _tick(evaluator, command, stop))
+    except BaseException as exc:  # runsense's own failure in this process: say it in one line
+        code = EXIT_RUNSENSE_FAILED
+        with contextlib.suppress(BaseException):
+            send_frame(
+                results, TickEnd(name, error=f"sensor '{name}': tick failed: {describe(exc)}")
+            )
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _tick(evaluator: SensorEvaluator, command: TickCommand, stop: threading.Event) -> TickEnd:
+    name = command.sensor
+    try:
+        result = evaluator.tick(
+            evaluator.definitions.sensors[name],
+            lease_wait=command.lease_wait,
+            should_stop=stop.is_set,
+            token=command.token,
+        )
+    except SensorBusyError as exc:
+        return TickEnd(name, error=str(exc), busy=True)
+    except RunsenseError as exc:
+        return TickEnd(name, error=f"sensor '{name}': {exc}")
+    return TickEnd(name, result)  # bounded: its last reactions and first parked ones
+
+
+def libc() -> Any:
+    """The C library, loaded in the parent so a tick process starts with it (Linux: prctl)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _LIBC = False
+    return _LIBC
+
+
+_LIBC: Any = None
+
+
+def _end_with_parent(parent: int) -> None:
+    """A tick process outlives no parent: it dies with a killed daemon, as a tick running inside
+    the daemon would, and a hung call cannot hold its sensor's lease forever. Linux kills it at
+    once (PR_SET_PDEATHSIG); elsewhere a thread notices within half a second."""
+    c = libc()
+    if c and sys.platform.startswith("linux"):
+        c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # it died before that took effect
+            os._exit(EXIT_RUNSENSE_FAILED)
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent:
+                os._exit(EXIT_RUNSENSE_FAILED)
+
+    threading.Thread(target=watch, name="runsense-parent", daemon=True).start()
