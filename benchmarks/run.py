@@ -48,6 +48,7 @@ from benchmarks.workloads_daemon import (
     bench_reaction_latency,
     bench_three_daemon_drain,
 )
+from benchmarks.workloads_runs import bench_requested_run_latency, bench_run_throughput
 from benchmarks.workloads_tick import bench_tick_rate
 
 NO_DATABASE = ("-",)
@@ -63,6 +64,8 @@ WORKLOADS: list[tuple[Workload, tuple[str, ...]]] = [
     (bench_idle_tick, BACKENDS),
     (bench_tick_rate, BACKENDS),
     (bench_reaction_latency, BACKENDS),
+    (bench_requested_run_latency, BACKENDS),
+    (bench_run_throughput, BACKENDS),
     (bench_daemon_idle, BACKENDS),
     (bench_three_daemon_drain, ("postgres",)),
 ]

@@ -316,6 +316,7 @@ def _tick_in_child(proc: TickProcess, writer: int, lease_wait: float) -> NoRetur
             sys.stderr = sys.__stderr__ or sys.stderr
         _end_with_parent(os.getppid())
         parent = proc.evaluator
+        parent.storage.hold_in_fork()  # before its own connection (see SqliteStorage)
         evaluator = SensorEvaluator(
             parent.storage.reopen(),
             parent.definitions,
