@@ -104,21 +104,27 @@ class RunLauncher:
         if room <= 0:
             return []
         started: list[str] = []
-        for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
-            try:
-                child = self._spawn(run.run_id, token)
-            except OSError as exc:
-                self.storage.set_run_status(
-                    run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
-                )
-                continue
-            self.children[run.run_id] = child
-            with contextlib.suppress(AttributeError, OSError):
-                self._pidfds[run.run_id] = os.pidfd_open(child.pid)
-            # From here the run lives or dies with this process, not with the launcher (a
-            # `sensor tick --no-wait` exits at once; a daemon may be stopped or killed).
-            self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
-            started.append(run.run_id)
+        try:
+            for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
+                try:
+                    child = self._spawn(run.run_id, token)
+                except OSError as exc:
+                    self.storage.set_run_status(
+                        run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
+                    )
+                    continue
+                self.children[run.run_id] = child
+                with contextlib.suppress(AttributeError, OSError):
+                    self._pidfds[run.run_id] = os.pidfd_open(child.pid)
+                # From here the run lives or dies with this process, not with the launcher (a
+                # `sensor tick --no-wait` exits at once; a daemon may be stopped or killed).
+                self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
+                started.append(run.run_id)
+        finally:
+            for child in self.children.values():
+                settle = getattr(child, "settle", None)
+                if settle is not None:
+                    settle()  # forked ones hold their database locks from here on (no-op after)
         return started
 
     def _spawn(self, run_id: str, token: str) -> WorkerProcess:

@@ -33,9 +33,19 @@ _CRASHED = 70  # runsense itself failed in the child before the run could be exe
 class ForkedWorker:
     """The parent's handle on a forked worker, with the part of `Popen` the launcher uses."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, ready: int = -1) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self._ready = ready
+
+    def settle(self) -> None:
+        """Wait until the child holds its database locks (or died): only then may this process
+        close its own connection (see `Storage.hold_in_fork`)."""
+        if self._ready >= 0:
+            with contextlib.suppress(OSError):
+                os.read(self._ready, 1)  # a byte once it holds them, or EOF if it died first
+            os.close(self._ready)
+            self._ready = -1
 
     def poll(self) -> int | None:
         """The exit code once it has ended (reaping it), negative for a signal; else None."""
@@ -58,8 +68,8 @@ def fork_worker(
     home: Path,
     database_url: str | None,
 ) -> ForkedWorker:
-    """Start the worker of one claimed run; returns once the child holds what it must hold
-    (the parent may close its database right after). OSError if it cannot be started."""
+    """Start the worker of one claimed run (OSError if it cannot be). Call `settle()` on it
+    before this process may close its database; meanwhile the child starts on another core."""
     fd = os.open(log, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
     try:
         ready_r, ready_w = os.pipe()
@@ -82,8 +92,9 @@ def fork_worker(
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(ready_w)
         ready_w = -1
-        os.read(ready_r, 1)  # a byte once it holds its locks, or EOF if it died before
-        return ForkedWorker(pid)
+        worker = ForkedWorker(pid, ready_r)
+        ready_r = -1
+        return worker
     finally:
         for one in (fd, ready_r, ready_w):
             if one >= 0:
