@@ -48,6 +48,7 @@ from benchmarks.workloads_daemon import (
     bench_reaction_latency,
     bench_three_daemon_drain,
 )
+from benchmarks.workloads_runs import bench_requested_run_latency, bench_run_throughput
 from benchmarks.workloads_scoped import bench_scoped_idle
 from benchmarks.workloads_tick import bench_tick_rate
 
@@ -64,6 +65,8 @@ WORKLOADS: list[tuple[Workload, tuple[str, ...]]] = [
     (bench_idle_tick, BACKENDS),
     (bench_tick_rate, BACKENDS),
     (bench_reaction_latency, BACKENDS),
+    (bench_requested_run_latency, BACKENDS),
+    (bench_run_throughput, BACKENDS),
     (bench_daemon_idle, BACKENDS),
     (bench_scoped_idle, BACKENDS),
     (bench_three_daemon_drain, ("postgres",)),

@@ -32,6 +32,7 @@ from .reload import CodeWatcher, reload_definitions
 from .runs import RunRecord
 from .storage import PruneResult
 from .tick_process import TickSupervisor
+from .worker import LoadedProject
 
 DEFAULT_INTERVAL_S = 0.5
 PRUNE_EVERY_S = 3600.0  # with `retention` set, history older than it is pruned this often
@@ -137,6 +138,7 @@ class Daemon:
         directory = (evaluator.origin or {}).get("directory")
         self.watcher = CodeWatcher(directory) if watch_code and directory else None
         self.reload_error: str | None = None
+        self._share_project()
         # The fingerprint of the code running now (a failed reload leaves it behind the files).
         self.loaded_code = self.watcher.fingerprint if self.watcher else None
 
@@ -184,7 +186,10 @@ class Daemon:
                 remaining = min(remaining, deadline + 0.01)
             if remaining > 0 and not self.stop_requested.is_set():
                 try:
-                    storage.wait_for_change(remaining, also=self.ticks.fds())
+                    # A worker's or a tick's end wakes the loop as a status event does: its
+                    # slot is refilled in the pass that follows at once.
+                    also = [*self.ticks.fds(), *self.launcher.fds()]
+                    storage.wait_for_change(remaining, also=also)
                 except RunsenseError as exc:
                     self.reporter.error(str(exc))
                     self.stop_requested.wait(remaining)
@@ -232,10 +237,16 @@ class Daemon:
             self.reporter.error(f"reload failed, keeping the code loaded before: {exc}")
         else:
             self.evaluator = evaluator
+            self._share_project()
             self.reload_error = None
             self.loaded_code = self.watcher.fingerprint
             self.reporter.reloaded(evaluator)
         self._last_beat = -self.launcher.heartbeat_timeout  # say so in `status` at once
+
+    def _share_project(self) -> None:
+        """Runs launched from now on are forked with the code loaded now (after a reload too)."""
+        if self.evaluator.origin:
+            self.launcher.project = LoadedProject(self.evaluator.origin, self.evaluator.definitions)
 
     def run_pass(self) -> None:
         from .cancel import enforce_cancels

@@ -2,13 +2,18 @@
 
 A launcher claims a run in the database (QUEUED → STARTING, with a token) before it starts a
 worker, so two launchers (two daemons, or a daemon and `sensor tick`) never start the same run;
-the worker confirms the claim before executing anything. A run is failed for a dead worker only
+the worker confirms the claim before executing anything. A launcher that lives in a process
+that has loaded the project (the daemon, `sensor tick`) forks its workers from itself (warm:
+nothing to import again, see `warm_worker`); others, or any with RUNSENSE_COLD_WORKERS=1, start
+`python -m runsense_cli _worker`. Either way it watches each child through a pidfd, so whoever
+waits on `fds()` wakes the moment a worker ends. A run is failed for a dead worker only
 on evidence: its launcher saw its own child exit, or the worker's identity (node, pid, start time)
 says it is gone on this node, or, elsewhere, its heartbeat is older than `heartbeat_timeout`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,13 +22,28 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .identity import ProcessId, current, node_name, pid_alive
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
+from .worker import LoadedProject
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+
+
+class WorkerProcess(Protocol):
+    """A worker child as the launcher sees it: a `Popen` (cold) or a `ForkedWorker` (warm)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
+def cold_workers_only() -> bool:
+    """RUNSENSE_COLD_WORKERS=1: always start a fresh interpreter (to compare, or to debug)."""
+    return os.environ.get("RUNSENSE_COLD_WORKERS", "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,7 @@ class RunLauncher:
         *,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
         database_url: str | None = None,
+        project: LoadedProject | None = None,
     ) -> None:
         self.storage = storage
         self.home = home
@@ -54,7 +75,11 @@ class RunLauncher:
         self.heartbeat_timeout = heartbeat_timeout
         self.database_url = database_url
         self.identity = str(current())
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        # The project this process has loaded (the daemon replaces it on every reload): runs of
+        # it are forked from here; without one, every worker is a fresh interpreter.
+        self.project = project
+        self.children: dict[str, WorkerProcess] = {}
+        self._pidfds: dict[str, int] = {}  # readable once the child has ended (Linux 5.3+)
         # Exit codes of reaped children until fail_dead_runs has looked at their runs; cleared
         # on every look, so it never grows with the number of runs launched.
         self._exit_codes: dict[str, int] = {}
@@ -79,24 +104,44 @@ class RunLauncher:
         if room <= 0:
             return []
         started: list[str] = []
-        for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
-            try:
-                child = self._spawn(run.run_id, token)
-            except OSError as exc:
-                self.storage.set_run_status(
-                    run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
-                )
-                continue
-            self.children[run.run_id] = child
-            # From here the run lives or dies with this process, not with the launcher (a
-            # `sensor tick --no-wait` exits at once; a daemon may be stopped or killed).
-            self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
-            started.append(run.run_id)
+        try:
+            for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
+                try:
+                    child = self._spawn(run.run_id, token)
+                except OSError as exc:
+                    self.storage.set_run_status(
+                        run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
+                    )
+                    continue
+                self.children[run.run_id] = child
+                with contextlib.suppress(AttributeError, OSError):
+                    self._pidfds[run.run_id] = os.pidfd_open(child.pid)
+                # From here the run lives or dies with this process, not with the launcher (a
+                # `sensor tick --no-wait` exits at once; a daemon may be stopped or killed).
+                self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
+                started.append(run.run_id)
+        finally:
+            for child in self.children.values():
+                settle = getattr(child, "settle", None)
+                if settle is not None:
+                    settle()  # forked ones hold their database locks from here on (no-op after)
         return started
 
-    def _spawn(self, run_id: str, token: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, run_id: str, token: str) -> WorkerProcess:
         logs = self.home / "logs"
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.project is not None and hasattr(os, "fork") and not cold_workers_only():
+            from .warm_worker import fork_worker
+
+            return fork_worker(
+                self.storage,
+                logs / f"{run_id}.log",
+                run_id,
+                token,
+                self.project,
+                self.home,
+                self.database_url,
+            )
         fd = os.open(logs / f"{run_id}.log", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         env = dict(os.environ)
         if self.database_url:
@@ -131,9 +176,16 @@ class RunLauncher:
             if code is not None:
                 done[run_id] = code
                 del self.children[run_id]
+                pidfd = self._pidfds.pop(run_id, None)
+                if pidfd is not None:
+                    os.close(pidfd)
                 self._exit_codes[run_id] = code
                 self._ended.append(run_id)
         return done
+
+    def fds(self) -> list[int]:
+        """Descriptors that become readable when a worker child ends (to wait on with others)."""
+        return list(self._pidfds.values())
 
     def take_ended(self) -> list[str]:
         """Runs whose worker (a child of this launcher) has exited since the last call."""
@@ -220,13 +272,15 @@ class RunLauncher:
     def wait_for(
         self,
         run_ids: Iterable[str],
-        poll: float = 0.05,
+        poll: float = 0.5,
         on_finish: Callable[[RunRecord], None] | None = None,
     ) -> int:
         """Launch and wait until every run in `run_ids` has finished; returns how many.
 
         `run_ids` is consumed lazily and at most a few times `max_concurrent_runs` are watched at
-        once, so waiting for 10^6 requested runs holds no more than waiting for ten."""
+        once, so waiting for 10^6 requested runs holds no more than waiting for ten. Between
+        looks it sleeps until a run's status changes (whoever runs it), a child of its own ends,
+        or `poll` seconds pass, the backstop for a missed wake-up."""
         source = iter(run_ids)
         window = max(16, 4 * self.max_concurrent_runs)
         pending: dict[str, None] = {}  # in the order given
@@ -250,7 +304,7 @@ class RunLauncher:
                     if on_finish:
                         on_finish(run)
             if pending and done == before:
-                time.sleep(poll)
+                self.storage.wait_for_change(poll, also=self.fds())
         return done
 
 

@@ -1,6 +1,6 @@
 """The daemon reloads the project when its files change (SPEC §12): new, changed and removed
-sensors take effect without a restart; jobs do anyway, since every run worker imports the
-project afresh. A reload that fails (a syntax error) keeps the old code and says why once.
+sensors take effect without a restart, and so do jobs: runs launched after a reload are forked
+with the new code (a cold run worker imports the project afresh anyway). A reload that fails (a syntax error) keeps the old code and says why once.
 """
 
 from __future__ import annotations

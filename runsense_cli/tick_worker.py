@@ -132,6 +132,7 @@ def serve_ticks(
         if type(sys.stderr).__module__.startswith("rich"):
             sys.stderr = sys.__stderr__ or sys.stderr
         _end_with_parent(parent_pid)
+        parent.storage.hold_in_fork()  # before its own connection (see SqliteStorage)
         evaluator = SensorEvaluator(
             parent.storage.reopen(),
             parent.definitions,

@@ -49,6 +49,20 @@ BACKEND_IDS = {
     "reaction_latency_p50",  # daemon: run end -> reaction stored, with wake-ups
     "reaction_latency_p95",
     "reaction_latency_p99",
+    *(  # daemon: run end -> requested run SUCCESS, warm and cold workers
+        f"requested_run_latency_{stat}" for stat in ("warm_p50", "warm_p95", "warm_p99", "cold_p95")
+    ),
+    *(  # daemon: trivial queued runs per second, by max_concurrent_runs
+        f"run_throughput_{mode}_{slots}"
+        for mode, slots in (
+            ("warm", 1),
+            ("warm", 2),
+            ("warm", 4),
+            ("warm", 8),
+            ("cold", 1),
+            ("cold", 4),
+        )
+    ),
     "daemon_idle_rss",  # daemon idle: memory and CPU
     "daemon_idle_cpu",
 }

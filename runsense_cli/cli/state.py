@@ -158,7 +158,13 @@ class CliState:
         return self._evaluator
 
     def launcher(self, max_concurrent_runs: int | None = None) -> RunLauncher:
+        """With the project loaded here, the launcher forks warm workers from this process."""
         from ..launcher import DEFAULT_HEARTBEAT_TIMEOUT_S, DEFAULT_MAX_CONCURRENT_RUNS, RunLauncher
+        from ..worker import LoadedProject
+
+        project = None
+        if self._definitions is not None:
+            project = LoadedProject(self.project_ref.to_origin(), self._definitions)
 
         return RunLauncher(
             self.storage,
@@ -172,6 +178,7 @@ class CliState:
                 self.setting("heartbeat_timeout", None, DEFAULT_HEARTBEAT_TIMEOUT_S)  # type: ignore[arg-type]
             ),
             database_url=self.database_url,
+            project=project,
         )
 
     def close(self) -> None:

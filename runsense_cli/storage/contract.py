@@ -64,6 +64,13 @@ class Storage(abc.ABC):
     def reopen(self) -> Storage:
         """Another connection to the same database, for another thread."""
 
+    def hold_in_fork(self) -> None:
+        """Called first in a process forked from one that has this storage open, before it opens
+        its own (this object's connection is the parent's and stays untouched): take whatever
+        a fresh connection would hold, which the driver skips because the child inherited the
+        parent's bookkeeping. Nothing to do for a server database."""
+        return None
+
     def __enter__(self) -> Storage:
         return self
 

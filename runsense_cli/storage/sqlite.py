@@ -8,6 +8,7 @@ upgrade; that lock also serializes event inserts, so event ids become visible in
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import sqlite3
 import time
@@ -34,6 +35,11 @@ BULK_CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL before a checkpoint, during a bi
 # (sqlite.org/howtocorrupt.html, 2.2): reading the header of a file that is already open here
 # would let another process think it is the last connection and delete the WAL under us.
 _OPEN_FILES: dict[tuple[int, int], int] = {}
+# SQLite's lock bytes (os_unix.c; fixed, as every version must agree): a WAL connection holds a
+# read lock on the database file's SHARED range and on the -shm file's dead-man-switch byte.
+_SHARED_FIRST, _SHARED_SIZE = 0x40000000 + 2, 510
+_SHM_DMS = (22 + 8) * 4 + 8
+_HELD_AFTER_FORK: list[int] = []
 
 
 class SqliteStorage(RunsSql, SensorsSql, OpsSql):
@@ -160,6 +166,25 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
 
     def reopen(self) -> SqliteStorage:
         return SqliteStorage.open_home(path=self.path)
+
+    def hold_in_fork(self) -> None:
+        """SQLite keeps one lock state per file and process; a forked child inherits the parent's
+        and so believes it already holds the read locks every WAL connection keeps, which the
+        kernel did not pass on. Without them a parent closing its last connection takes the
+        file for its own, checkpoints and deletes the WAL under the child: the child's later
+        commits are lost (tested). Take them for real, on descriptors kept until exit."""
+        if self.memory:
+            return
+        for name, start, length in (
+            (self.path, _SHARED_FIRST, _SHARED_SIZE),
+            (Path(f"{self.path}-shm"), _SHM_DMS, 1),
+        ):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except OSError:
+                continue  # no -shm: no connection is open anywhere, nothing to share
+            fcntl.lockf(fd, fcntl.LOCK_SH, length, start)  # waits out a closer's checkpoint
+            _HELD_AFTER_FORK.append(fd)  # never closed: that would drop SQLite's locks too
 
     def close(self) -> None:
         if self._listener is not None:

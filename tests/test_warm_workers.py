@@ -1,0 +1,234 @@
+"""Warm run workers through real processes: a daemon forks each run's worker from itself (no new
+interpreter), and the worker still behaves as a cold one does for output, failures, cancel, a
+stopped daemon and code reloads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from runsense_cli.runs import RunStatus
+from runsense_cli.storage import open_storage
+from tests.processes import (
+    cli,
+    kill_workers_in_progress,
+    pid_running,
+    query,
+    start_daemon,
+    stop,
+    wait_for_log,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+PROJECT = """
+import os, sys, time
+from runsense_cli import DefaultSensorStatus, Definitions, job, op, run_failure_sensor
+
+VERSION = "v1"
+
+@op
+def show():
+    print(f"argv={' '.join(sys.argv)} version={VERSION} own_session={os.getsid(0) == os.getpid()}")
+
+@job
+def show_job():
+    show()
+
+@op
+def bail():
+    os._exit(3)
+
+@job
+def bail_job():
+    bail()
+
+@op
+def nap():
+    time.sleep(120)
+
+@job
+def sleepy():
+    nap()
+
+@run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
+def on_failure(context):
+    return None
+
+defs = Definitions(jobs=[show_job, bail_job, sleepy], sensors=[on_failure])
+"""
+
+
+@pytest.fixture
+def proj(tmp_path: Path, home: Path):
+    path = tmp_path / "proj" / "warmdefs.py"
+    path.parent.mkdir()
+    path.write_text(PROJECT)
+    yield path
+    kill_workers_in_progress(home)
+
+
+@pytest.fixture
+def daemon(home: Path, proj: Path, tmp_path: Path):
+    started = []
+
+    def start(name: str = "daemon") -> tuple[object, Path]:
+        log = tmp_path / f"{name}.log"
+        process = start_daemon(home, proj, log, "--interval", "0.1")
+        started.append(process)
+        wait_for_log(log, "daemon started")
+        return process, log
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+def queue(home: Path, proj: Path, job: str) -> str:
+    done = cli(home, proj, "run", job, "--queue")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def status(home: Path, run_id: str) -> str:
+    return query(home, "SELECT status FROM runs WHERE run_id = ?", run_id)[0][0]
+
+
+def wait_status(home: Path, run_id: str, wanted: str) -> None:
+    wait_until(lambda: status(home, run_id) == wanted, 20, what=f"{run_id} {wanted}")
+
+
+def worker_pid(home: Path, run_id: str) -> int:
+    return query(home, "SELECT worker_pid FROM runs WHERE run_id = ?", run_id)[0][0]
+
+
+def output(home: Path, proj: Path, run_id: str) -> str:
+    done = cli(home, proj, "runs", "logs", run_id)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_daemon_launched_run_runs_in_a_worker_forked_from_the_daemon(home, proj, daemon):
+    """Given a daemon, when a run is queued, then its op runs in a process with the daemon's
+    command line (forked, no new interpreter) in a session of its own, and what it prints is in
+    `runs logs`."""
+    daemon()
+    run_id = queue(home, proj, "show_job")
+    wait_status(home, run_id, "SUCCESS")
+    text = output(home, proj, run_id)
+    assert " daemon --interval 0.1 version=v1 own_session=True" in text
+    assert "_worker" not in text
+
+
+def test_cold_workers_when_asked(home, proj, daemon, monkeypatch):
+    monkeypatch.setenv("RUNSENSE_COLD_WORKERS", "1")
+    daemon()
+    run_id = queue(home, proj, "show_job")
+    wait_status(home, run_id, "SUCCESS")
+    assert f"_worker {run_id} --home" in output(home, proj, run_id)
+
+
+def test_a_forked_worker_that_exits_in_an_op_fails_its_run_with_the_code(home, proj, daemon):
+    """When an op calls os._exit(3), the run becomes FAILURE naming the exit code, at once
+    (the daemon is woken by the worker's end), and the failure sensor reacts."""
+    daemon()
+    run_id = queue(home, proj, "bail_job")
+    wait_status(home, run_id, "FAILURE")
+    pid = worker_pid(home, run_id)
+    [(message,)] = query(
+        home, "SELECT message FROM events WHERE run_id = ? AND event_type = 'RUN_FAILURE'", run_id
+    )
+    assert f"Run worker (pid {pid}) exited with code 3 before the run finished." in message
+    reacted = (
+        "SELECT r.state FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
+        " WHERE s.name = 'on_failure' AND r.run_id = ?"
+    )
+    assert wait_until(lambda: query(home, reacted, run_id), 10) == [("SUCCESS",)]
+
+
+def test_a_forked_worker_is_canceled_and_does_not_hold_the_daemons_lock(home, proj, daemon):
+    """Given a daemon running a long run in a forked worker, when the daemon is stopped, then a
+    new daemon starts at once (the worker does not hold the home's lock) while the worker goes
+    on; and `runs cancel` ends the run CANCELED."""
+    first, _ = daemon("first")
+    run_id = queue(home, proj, "sleepy")
+    wait_status(home, run_id, "STARTED")
+    pid = worker_pid(home, run_id)
+    assert b" daemon" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=5) == 0
+    assert pid_running(pid)
+    _, log = daemon("second")
+    assert "already running" not in log.read_text()
+    done = cli(home, proj, "runs", "cancel", run_id[:8])
+    assert done.returncode == 0, done.stderr
+    wait_status(home, run_id, "CANCELED")
+    wait_until(lambda: not pid_running(pid), what="the worker gone")
+
+
+def test_runs_launched_after_a_reload_use_the_new_code(home, proj, daemon):
+    _, log = daemon()
+    first = queue(home, proj, "show_job")
+    wait_status(home, first, "SUCCESS")
+    proj.write_text(PROJECT.replace('VERSION = "v1"', 'VERSION = "v2"'))
+    later = time.time() + 5
+    os.utime(proj, (later, later))  # a different mtime even on a coarse clock
+    wait_for_log(log, "project reloaded", timeout=10)
+    second = queue(home, proj, "show_job")
+    wait_status(home, second, "SUCCESS")
+    assert "version=v1" in output(home, proj, first)
+    assert "version=v2" in output(home, proj, second)
+
+
+def test_a_forked_process_keeps_its_commits_when_the_parent_closes_the_database(home):
+    """SQLite shares lock state between a parent's connection and a forked child's: without
+    the locks `hold_in_fork` takes, the parent's close deletes the WAL under the child."""
+    parent = open_storage(home)
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            parent.hold_in_fork()
+            child = open_storage(home)
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)  # the parent has closed its connection
+            child.create_run("late_job", "here", status=RunStatus.QUEUED)
+            code = 0
+        finally:
+            os._exit(code)
+    os.read(ready_r, 1)
+    parent.close()
+    os.write(go_w, b"1")
+    _, exit_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(exit_status) == 0
+    assert query(home, "SELECT job_name FROM runs") == [("late_job",)]
+
+
+@pytest.mark.postgres
+def test_warm_workers_on_postgresql(home, proj, daemon, pg_url, monkeypatch):
+    """The same on PostgreSQL: the forked worker opens a connection of its own; a run succeeds
+    with its output in `runs logs`, and an op's os._exit fails its run with the code."""
+    monkeypatch.setenv("RUNSENSE_DATABASE_URL", pg_url)
+    daemon()
+    shown, bailed = queue(home, proj, "show_job"), queue(home, proj, "bail_job")
+    with open_storage(url=pg_url) as storage:
+
+        def finished(run_id: str) -> object:
+            run = storage.get_run(run_id)
+            return run if run.is_finished else None
+
+        assert wait_until(lambda: finished(shown), 20).status == RunStatus.SUCCESS
+        failed = wait_until(lambda: finished(bailed), 20)
+        assert failed.status == RunStatus.FAILURE
+        [message] = [
+            e.message for e in storage.events_for_run(bailed) if e.event_type.value == "RUN_FAILURE"
+        ]
+    assert "exited with code 3 before the run finished" in message
+    assert " daemon --interval 0.1 version=v1" in output(home, proj, shown)
