@@ -9,6 +9,7 @@ clears it after: no system call per reaction, and the record survives the child'
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ DEFAULT_CALL_TIMEOUT_S = 120.0
 _HEADER = struct.Struct("=qdq")  # calling (0/1), call started (monotonic seconds), entries
 _ENTRY = struct.Struct("=qq")  # event id, attempt
 _CALLING = struct.Struct("=q")
+_STARTED_AND_COUNT = struct.Struct("=dq")  # at offset 8
 
 
 @dataclass(frozen=True)
@@ -35,19 +37,28 @@ class CallWatch:
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
         self._map = mmap.mmap(-1, _HEADER.size + _ENTRY.size * self.capacity)
+        self.owner = 0  # the tick process's pid, set in it
 
+    # The flag is written last and cleared first, so a parent reading mid-update never sees a
+    # call in flight with the previous call's start time.
     def calling(self, calls: Sequence[tuple[int, int]]) -> None:
         calls = calls[: self.capacity]
         for index, (event_id, attempt) in enumerate(calls):
             _ENTRY.pack_into(self._map, _HEADER.size + index * _ENTRY.size, event_id, attempt)
-        _HEADER.pack_into(self._map, 0, 1, time.monotonic(), len(calls))
+        _STARTED_AND_COUNT.pack_into(self._map, 8, time.monotonic(), len(calls))
+        _CALLING.pack_into(self._map, 0, 1)
 
     def calling_one(self, event_id: int, attempt: int) -> None:
         _ENTRY.pack_into(self._map, _HEADER.size, event_id, attempt)
-        _HEADER.pack_into(self._map, 0, 1, time.monotonic(), 1)
+        _STARTED_AND_COUNT.pack_into(self._map, 8, time.monotonic(), 1)
+        _CALLING.pack_into(self._map, 0, 1)
 
     def returned(self) -> None:
         _CALLING.pack_into(self._map, 0, 0)
+        if self.owner and os.getpid() != self.owner:
+            # The function forked and both processes returned here: the copy must not go on
+            # ticking (and reading its parent's commands) beside the real tick process.
+            os._exit(0)
 
     def in_flight(self) -> CallInFlight | None:
         calling, started, count = _HEADER.unpack_from(self._map, 0)

@@ -31,7 +31,7 @@ from .records import SensorStatus
 from .reload import CodeWatcher, reload_definitions
 from .runs import RunRecord
 from .storage import PruneResult
-from .tick_process import TickSupervisor
+from .tick_process import TickEnd, TickSupervisor
 from .worker import LoadedProject
 
 DEFAULT_INTERVAL_S = 0.5
@@ -193,8 +193,7 @@ class Daemon:
                 except RunsenseError as exc:
                     self.reporter.error(str(exc))
                     self.stop_requested.wait(remaining)
-        self.ticks.stop(min(TICK_STOP_GRACE_S, self.stop_grace * 0.75))
-        self._report_ticks()
+        self._report_ticks(self.ticks.stop(min(TICK_STOP_GRACE_S, self.stop_grace * 0.75)))
         if self._deadline is not None:
             self._deadline.cancel()
         with contextlib.suppress(RunsenseError):  # if it fails, its heartbeat ages out instead
@@ -285,9 +284,9 @@ class Daemon:
             self.ticks.start(self.evaluator, sensor, lease_wait=0)
             self._last_tick[name] = now
 
-    def _report_ticks(self) -> None:
+    def _report_ticks(self, ends: list[TickEnd] | None = None) -> None:
         """Report the ticks that ended; a busy sensor (another process ticks it) says nothing."""
-        for end in self.ticks.collect():
+        for end in self.ticks.collect() if ends is None else ends:
             if end.result is not None:
                 self.reporter.tick(end.result)
             elif end.error and not end.busy:

@@ -190,11 +190,18 @@ class SensorEvaluator(Reacting):
                 lease.check()
                 if watch:
                     watch.calling([(e.event_id, attempt) for e, _, attempt in pairs])
-                whole_page = self.react_page(
-                    sensor, sensor_id, [(e, r) for e, r, _ in pairs], keys_in_page, keep_log, store
-                )
-                if watch:
-                    watch.returned()
+                try:
+                    whole_page = self.react_page(
+                        sensor,
+                        sensor_id,
+                        [(e, r) for e, r, _ in pairs],
+                        keys_in_page,
+                        keep_log,
+                        store,
+                    )
+                finally:
+                    if watch:
+                        watch.returned()
             for index, (event, run, attempt) in enumerate(pairs):
                 if whole_page is None and index and should_stop():
                     # Asked to stop mid-page: commit what is done; the rest waits for next time.
@@ -207,11 +214,13 @@ class SensorEvaluator(Reacting):
                     lease.check()
                     if watch:
                         watch.calling_one(event.event_id, attempt)
-                    outcome = self.react(
-                        sensor, sensor_id, event, run, attempt, keys_in_page, keep_log, store
-                    )
-                    if watch:
-                        watch.returned()
+                    try:
+                        outcome = self.react(
+                            sensor, sensor_id, event, run, attempt, keys_in_page, keep_log, store
+                        )
+                    finally:
+                        if watch:
+                            watch.returned()
                 reaction = self._reaction(sensor, sensor_id, event, run, attempt, outcome)
                 reactions.append(reaction)
                 if outcome.new_runs:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import RunsenseError, describe
+from .errors import RunsenseError, StorageError, describe
 from .instance import RunsenseInstance
 from .outcomes import Outcome
 from .page_sensors import SensorPage
@@ -132,6 +132,8 @@ class Reacting:
                 keys,
                 label,
             )
+        except StorageError:
+            raise  # the database failed, not the returned value: the page is not committed
         except RunsenseError as exc:
             return Outcome(ReactionState.DEAD, error=clean(str(exc)), permanent=True)
         except Exception as exc:  # a returned value odd enough to break the planning itself

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .call_watch import CallWatch
+from .call_watch import CallInFlight, CallWatch
 from .errors import LeaseLostError, RunsenseError
 from .evaluation import SensorEvaluator
 from .leases import LEASE_WAIT_S, lease_ttl
@@ -33,6 +33,23 @@ from .sensors import RunStatusSensorDefinition
 from .tick_worker import FrameReader, TickCommand, TickEnd, libc, send_frame, serve_ticks
 
 IDLE_RETIRE_S = 300.0  # a tick process idle this long ends; the next tick forks a new one
+RETIRED_GRACE_S = 5.0  # an idle retired process still there after this is killed
+MAX_BACKOFF_S = 300.0  # a sensor whose tick process keeps dying outside its function waits
+
+# The parent's ends of every tick process's pipes (and pidfds). Any process forked from here (a
+# tick process, a warm run worker) closes them at once: a copy of a command pipe's write end in
+# another process would keep a retired tick process from ever seeing the end of its commands.
+_PARENT_FDS: set[int] = set()
+
+
+def _close_parent_fds() -> None:
+    for fd in _PARENT_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _PARENT_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_parent_fds)
 
 __all__ = ["TickEnd", "TickSupervisor", "tick_sensors"]
 
@@ -45,6 +62,7 @@ class TickJob:
     sensor_id: int
     token: str
     killed_because: str | None = None  # why the parent stopped it, if it did
+    killed_flight: CallInFlight | None = None  # the calls it was stopped for
     stopping: bool = False  # the caller is shutting down: not the function's fault
 
 
@@ -57,6 +75,7 @@ class TickWorker:
         self.watch = CallWatch(evaluator.page_size)
         self.job: TickJob | None = None
         self.last_used = time.monotonic()
+        self.retired_at: float | None = None
         libc()  # loaded here, once, not in every child
         commands_r, commands_w = os.pipe()
         results_r, results_w = os.pipe()
@@ -75,6 +94,7 @@ class TickWorker:
         self.pidfd = -1
         with contextlib.suppress(AttributeError, OSError):
             self.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
+        _PARENT_FDS.update(fd for fd in (commands_w, results_r, self.pidfd) if fd >= 0)
 
     def begin(self, job: TickJob, lease_wait: float) -> None:
         self.job = job
@@ -83,7 +103,10 @@ class TickWorker:
 
     def retire(self) -> None:
         """No more ticks: it ends once the one in progress, if any, is reported."""
+        if self.retired_at is None:
+            self.retired_at = time.monotonic()
         if self.commands >= 0:
+            _PARENT_FDS.discard(self.commands)
             os.close(self.commands)
             self.commands = -1
 
@@ -94,6 +117,7 @@ class TickWorker:
         self.retire()
         for fd in (self.results.fd, self.pidfd):
             if fd >= 0:
+                _PARENT_FDS.discard(fd)
                 os.close(fd)
         self.results.fd = self.pidfd = -1
         self.watch.close()
@@ -106,11 +130,18 @@ class TickSupervisor:
     def __init__(self) -> None:
         self.workers: dict[str, TickWorker] = {}
         self.retired: list[TickWorker] = []  # still finishing a tick, or not yet reaped
+        # Sensors whose tick process died outside their function, again and again: how many
+        # times in a row, and until when their next tick waits (doubling), so no loop is hot.
+        self.held_back: dict[str, tuple[int, float]] = {}
 
     def _all(self) -> list[TickWorker]:
         return [*self.workers.values(), *self.retired]
 
     def busy(self, sensor: str) -> bool:
+        """Whether a tick of `sensor` is in progress (or held back after repeated crashes)."""
+        held = self.held_back.get(sensor)
+        if held is not None and time.monotonic() < held[1]:
+            return True
         return any(w.sensor == sensor and w.job is not None for w in self._all())
 
     @property
@@ -130,6 +161,8 @@ class TickSupervisor:
         worker.begin(TickJob(sensor, state.sensor_id, uuid.uuid4().hex), lease_wait)
 
     def _retire(self, worker: TickWorker) -> None:
+        if worker in self.retired:
+            return
         worker.retire()
         if self.workers.get(worker.sensor) is worker:
             del self.workers[worker.sensor]
@@ -162,6 +195,7 @@ class TickSupervisor:
                     f"did not return within {timeout:g} s (the sensor_timeout setting);"
                     " its process was stopped"
                 )
+                job.killed_flight = flight
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)
             killed = job is not None and job.killed_because is not None
@@ -170,8 +204,12 @@ class TickSupervisor:
             except ChildProcessError:
                 pid, status = worker.pid, 0
             if pid == 0:
-                if worker.job is None and now - worker.last_used > IDLE_RETIRE_S:
-                    self._retire(worker)
+                if worker.job is None and worker.retired_at is None:
+                    if now - worker.last_used > IDLE_RETIRE_S:
+                        self._retire(worker)
+                elif worker.job is None and now - worker.retired_at > RETIRED_GRACE_S:
+                    with contextlib.suppress(ProcessLookupError):  # it should have ended
+                        os.kill(worker.pid, signal.SIGKILL)
                 continue
             ends += self._reported(worker, now)  # what it wrote before it ended
             if self.workers.get(worker.sensor) is worker:
@@ -183,7 +221,16 @@ class TickSupervisor:
                     ends.append(end)
             finally:
                 worker.close()
+        for end in ends:
+            self._hold_back_if_crashing(end, now)
         return ends
+
+    def _hold_back_if_crashing(self, end: TickEnd, now: float) -> None:
+        if not end.crashed:
+            self.held_back.pop(end.sensor, None)
+            return
+        times = self.held_back.get(end.sensor, (0, 0.0))[0] + 1
+        self.held_back[end.sensor] = (times, now + min(MAX_BACKOFF_S, 2.0 ** (times - 1)))
 
     def _reported(self, worker: TickWorker, now: float) -> list[TickEnd]:
         ends = [end for end in worker.results.read() if isinstance(end, TickEnd)]
@@ -213,10 +260,10 @@ class TickSupervisor:
             for end in self.collect():
                 on_end(end)
 
-    def stop(self, grace: float) -> None:
+    def stop(self, grace: float) -> list[TickEnd]:
         """Retire every tick process; ask those in a tick to commit the page they are on and
         end; stop the rest after `grace` seconds (their page is not stored: the next tick
-        handles it again)."""
+        handles it again). The ticks that ended meanwhile are returned, to be reported."""
         for worker in list(self.workers.values()):
             self._retire(worker)
         for worker in self.retired:
@@ -224,10 +271,11 @@ class TickSupervisor:
                 worker.job.stopping = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGTERM)
+        ends: list[TickEnd] = []
         deadline = time.monotonic() + grace
         while self.retired and time.monotonic() < deadline:
             self.wait(min(0.05, deadline - time.monotonic()))
-            self.collect()
+            ends += self.collect()
         for worker in self.retired:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
@@ -238,6 +286,7 @@ class TickSupervisor:
                     worker.evaluator.storage.release_lease(worker.job.sensor_id, worker.job.token)
             worker.close()
         self.retired.clear()
+        return ends
 
 
 def tick_sensors(
@@ -255,7 +304,8 @@ def tick_sensors(
             supervisor.start(evaluator, sensor, lease_wait)
         supervisor.run_all(lambda end: ends.setdefault(end.sensor, end))
     finally:
-        supervisor.stop(stop_grace)
+        for end in supervisor.stop(stop_grace):
+            ends.setdefault(end.sensor, end)
     return [ends.get(sensor.name) or TickEnd(sensor.name) for sensor in sensors]
 
 
@@ -286,11 +336,12 @@ def _fail_lost_calls(worker: TickWorker, job: TickJob, how: str) -> TickEnd:
     name = job.sensor.name
     evaluator = worker.evaluator
     storage = evaluator.storage
-    flight = worker.watch.in_flight()
+    flight = job.killed_flight or worker.watch.in_flight()
     try:
         if flight is None:
             return TickEnd(
                 name,
+                crashed=True,
                 error=f"the tick process of sensor '{name}' {how.removeprefix('ended its process')}"
                 " outside the sensor function; its page was not stored and is handled again",
             )

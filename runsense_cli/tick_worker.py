@@ -41,6 +41,7 @@ class TickEnd:
     result: TickResult | None = None
     error: str | None = None
     busy: bool = False  # another process held the sensor's lease: nothing to say
+    crashed: bool = False  # its process died outside the sensor function
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ def serve_ticks(
             clock=parent.clock,
         )
         evaluator.contained = True
+        watch.owner = os.getpid()
         evaluator.watch = watch
         evaluator.call_timeout = parent.call_timeout
         while (command := _read_frame(commands)) is not None:

@@ -414,3 +414,138 @@ def test_ops_that_exit_or_crash_fail_their_run_and_fire_failure_sensors(home: Pa
     assert query(home, "SELECT count(*) FROM runs WHERE status IN ('STARTED', 'STARTING')") == [
         (0,)
     ]
+
+
+FORKING_PROJECT = """
+import os
+from runsense_cli import DefaultSensorStatus, Definitions, RunStatus, job, op, run_status_sensor
+
+@op
+def work():
+    return 1
+
+@job
+def watched_job():
+    work()
+
+@run_status_sensor(run_status=RunStatus.SUCCESS, default_status=DefaultSensorStatus.RUNNING)
+def forks(context):
+    os.fork()  # and both processes return None
+    return None
+
+@run_status_sensor(run_status=RunStatus.SUCCESS, default_status=DefaultSensorStatus.RUNNING)
+def plain(context):
+    return None
+
+defs = Definitions(jobs=[watched_job], sensors=[forks, plain])
+"""
+
+
+def test_a_sensor_function_that_forks_reacts_once(home: Path, tmp_path: Path):
+    """Given a sensor whose function forks (both processes return), when runs succeed and the
+    daemon reacts, then each run gets one reaction from it and one write-back, and the forked
+    copy never serves another tick."""
+    directory = tmp_path / "proj"
+    directory.mkdir()
+    path = directory / "forking_defs.py"
+    path.write_text(FORKING_PROJECT)
+    log = tmp_path / "daemon.log"
+    with open(log, "ab") as out:
+        daemon = subprocess.Popen(
+            [*RUNSENSE, "-f", str(path), "daemon", "--interval", "0.1"],
+            cwd=directory,
+            env=env_for(home),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_log(log, "daemon started")
+        for n in range(1, 4):
+            assert run_cli(home, path, "run", "watched_job").returncode == 0
+            wait_until(lambda n=n: len(query(home, REACTIONS, "forks")) == n, timeout=10)
+            wait_until(lambda n=n: len(query(home, REACTIONS, "plain")) == n, timeout=10)
+        time.sleep(0.5)
+        assert [r[0] for r in query(home, REACTIONS, "forks")] == ["SUCCESS"] * 3
+        written = query(
+            home,
+            "SELECT count(*) FROM events WHERE event_type = 'SENSOR_REACTION'"
+            " AND message LIKE 'Sensor \"forks\"%'",
+        )
+        assert written == [(3,)]
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            assert daemon.wait(timeout=6) == 0, log.read_text()
+        finally:
+            stop(daemon)
+
+
+def test_idle_and_reloaded_tick_processes_end_and_are_not_piled_up(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Given two sensors, one ticked over and over while the other stays idle past the idle
+    limit, then the code reloaded, the idle and the old tick processes end (no process or
+    descriptor piles up) and ticks keep working."""
+    from runsense_cli import tick_process
+    from runsense_cli.evaluation import SensorEvaluator
+    from runsense_cli.project import find_project, load_project
+    from runsense_cli.storage import open_storage
+
+    monkeypatch.setattr(tick_process, "IDLE_RETIRE_S", 0.3)
+    directory = tmp_path / "proj"
+    directory.mkdir()
+    path = directory / "idle_defs.py"
+    path.write_text(
+        FORKING_PROJECT.replace("    os.fork()  # and both processes return None\n", "")
+    )
+    definitions = load_project(find_project(file=str(path)))
+    storage = open_storage(home)
+    evaluator = SensorEvaluator(storage, definitions, None)
+    evaluator.register_sensors()
+    supervisor = tick_process.TickSupervisor()
+    try:
+        ends = []
+        supervisor.start(evaluator, definitions.sensors["forks"])
+        supervisor.run_all(ends.append)
+        idle_pid = supervisor.workers["forks"].pid
+        for _ in range(12):  # `plain` keeps ticking; `forks` goes idle past the limit
+            supervisor.start(evaluator, definitions.sensors["plain"])
+            supervisor.run_all(ends.append)
+            time.sleep(0.1)
+        supervisor.collect()
+        assert "forks" not in supervisor.workers and len(supervisor.retired) <= 1
+        wait_until(lambda: (supervisor.collect(), not supervisor.retired)[1], timeout=5)
+        assert not Path(f"/proc/{idle_pid}").exists()
+
+        reloaded = SensorEvaluator(storage, load_project(find_project(file=str(path))), None)
+        old_pid = supervisor.workers["plain"].pid
+        supervisor.start(reloaded, reloaded.definitions.sensors["plain"])
+        supervisor.run_all(ends.append)
+        assert supervisor.workers["plain"].pid != old_pid
+        wait_until(lambda: (supervisor.collect(), not supervisor.retired)[1], timeout=5)
+        assert not Path(f"/proc/{old_pid}").exists()
+        assert len(supervisor.fds()) == 2  # the one live tick process: results pipe + pidfd
+        assert all(end.result is not None for end in ends), ends
+    finally:
+        supervisor.stop(2)
+        storage.close()
+
+
+def test_a_cursor_moved_back_replays_what_succeeded(home: Path, tmp_path: Path):
+    """Given a sensor that reacted to a run, when its cursor is set back to 0, then the next
+    tick reacts to that run again (what the user asked for), not "no new events"."""
+    directory = tmp_path / "proj"
+    directory.mkdir()
+    path = directory / "rewind_defs.py"
+    path.write_text(
+        FORKING_PROJECT.replace("    os.fork()  # and both processes return None\n", "")
+    )
+    assert run_cli(home, path, "sensor", "list").returncode == 0
+    assert run_cli(home, path, "run", "watched_job").returncode == 0
+    assert "1 reaction(s)" in run_cli(home, path, "sensor", "tick", "plain").stdout
+    moved = run_cli(home, path, "sensor", "cursor", "plain", "--set", "0")
+    assert moved.returncode == 0, moved.stderr
+    again = run_cli(home, path, "sensor", "tick", "plain")
+    assert again.returncode == 0 and "1 reaction(s)" in again.stdout, again.stdout

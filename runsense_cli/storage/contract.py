@@ -335,8 +335,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def reacted_events_after(self, sensor_id: int, cursor: int) -> set[int]:
-        """Events past the cursor that already have a reaction: the failed calls of a tick
-        whose process died (`tick_process`); a tick leaves them to their retries."""
+        """Events past the cursor whose reaction failed (RETRYING or DEAD): the calls of a
+        tick whose process died (`tick_process`), or failures behind a cursor a user moved back.
+        A tick leaves them to their retries (and `sensor retry`); successes are replayed."""
 
     @abc.abstractmethod
     def failed_reactions(self, sensor_ids: Sequence[int]) -> list[Reaction]:

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import select
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +25,7 @@ from .runs_sql import RunsSql
 from .schema import POSTGRES, SCHEMA_VERSION
 from .sensors_sql import SensorsSql
 from .urls import mask_url, url_password
-from .wake import wait_readable
+from .wake import readable, wait_readable
 
 T = TypeVar("T")
 
@@ -314,10 +313,12 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
                 self._listen = self._connect_once()
                 self._listen.execute(f"LISTEN {CHANNEL}")
             if also:
-                # Wait on the LISTEN socket and the caller's descriptors at once, then read
-                # whatever notifications came without blocking.
+                # Notifications already read into the driver's buffer first; then wait on the
+                # LISTEN socket and the caller's descriptors at once, and read what came.
+                for _ in self._listen.notifies(timeout=0, stop_after=1):
+                    return True
                 sock = self._listen.fileno()
-                ready, _, _ = select.select([sock, *also], [], [], max(0.0, timeout))
+                ready = readable([sock, *also], timeout)
                 if not ready:
                     return False
                 if sock not in ready:

@@ -24,8 +24,9 @@ class ReactionsSql(EventsSql):
 
     def reacted_events_after(self, sensor_id: int, cursor: int) -> set[int]:
         rows = self._all(
-            "SELECT event_id FROM reactions WHERE sensor_id = ? AND event_id > ?",
-            (sensor_id, cursor),
+            "SELECT event_id FROM reactions WHERE sensor_id = ? AND event_id > ?"
+            " AND state IN (?, ?)",
+            (sensor_id, cursor, ReactionState.RETRYING.value, ReactionState.DEAD.value),
         )
         return {row[0] for row in rows}
 

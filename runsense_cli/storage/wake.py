@@ -49,13 +49,11 @@ class WakeListener:
     def wait(self, timeout: float, also: Sequence[int] = ()) -> bool:
         if self.sock is None:
             return wait_readable(also, timeout)
-        try:
-            ready, _, _ = select.select([self.sock, *also], [], [], max(0.0, timeout))
-        except InterruptedError:
-            return True
+        own = self.sock.fileno()
+        ready = readable([own, *also], timeout)
         if not ready:
             return False
-        if self.sock not in ready:
+        if own not in ready:
             return True
         with contextlib.suppress(BlockingIOError):
             while True:  # one wake-up for everything pending
@@ -70,16 +68,21 @@ class WakeListener:
                 (self.directory / self.name).unlink()
 
 
+def readable(fds: Sequence[int], timeout: float) -> set[int]:
+    """Which of `fds` are readable (or closed), waiting up to `timeout` seconds for one; poll,
+    not select, so a daemon with hundreds of sensors (3 descriptors each) is fine."""
+    poller = select.poll()
+    for fd in set(fds):
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)}
+
+
 def wait_readable(fds: Sequence[int], timeout: float) -> bool:
     """Sleep until one of `fds` is readable or `timeout` passes (no wake-up socket here)."""
     if not fds:
         time.sleep(max(0.0, timeout))
         return False
-    try:
-        ready, _, _ = select.select(list(fds), [], [], max(0.0, timeout))
-    except InterruptedError:
-        return True
-    return bool(ready)
+    return bool(readable(fds, timeout))
 
 
 def poke(directory: Path) -> None:
