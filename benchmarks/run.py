@@ -48,6 +48,7 @@ from benchmarks.workloads_daemon import (
     bench_reaction_latency,
     bench_three_daemon_drain,
 )
+from benchmarks.workloads_listings import bench_runs_list, bench_sensor_list
 from benchmarks.workloads_tick import bench_tick_rate
 
 NO_DATABASE = ("-",)
@@ -62,6 +63,8 @@ WORKLOADS: list[tuple[Workload, tuple[str, ...]]] = [
     (bench_failure_backlog, BACKENDS),
     (bench_idle_tick, BACKENDS),
     (bench_tick_rate, BACKENDS),
+    (bench_sensor_list, BACKENDS),
+    (bench_runs_list, BACKENDS),
     (bench_reaction_latency, BACKENDS),
     (bench_daemon_idle, BACKENDS),
     (bench_three_daemon_drain, ("postgres",)),
