@@ -221,8 +221,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def count_status_events_after(
-        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
-    ) -> int: ...
+        self,
+        event_types: Sequence[EventType],
+        cursor: int,
+        scope: SensorScope,
+        limit: int | None = None,
+    ) -> int:
+        """How many matching events are after `cursor`, counting no further than `limit`: a
+        result equal to `limit` means at least that many, and costs no more at any backlog."""
 
     # -- sensors and leases ------------------------------------------------------------------
 

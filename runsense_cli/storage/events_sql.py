@@ -56,12 +56,24 @@ class EventsSql(SqlBase):
         return row is not None
 
     def count_status_events_after(
-        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+        self,
+        event_types: Sequence[EventType],
+        cursor: int,
+        scope: SensorScope,
+        limit: int | None = None,
     ) -> int:
         types, type_params = self._types_sql(event_types)
         where, params = self._scope_sql(scope)
+        if limit is None:
+            sql = f"SELECT count(*) FROM events WHERE {types} AND id > ?{where}"
+            row = self._one(sql, (*type_params, cursor, *params))
+            return int(row[0])
+        # Counting stops after `limit` rows, so `sensor list` costs the same with 10^7 events
+        # waiting as with 10^4 (a plain count(*) reads every one: 1.1 s at 10^6). ORDER BY id
+        # keeps PostgreSQL's generic plan on the (event_type, id) index, from the cursor on.
         row = self._one(
-            f"SELECT count(*) FROM events WHERE {types} AND id > ?{where}",
-            (*type_params, cursor, *params),
+            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {types} AND id > ?{where}"
+            " ORDER BY id LIMIT ?) AS waiting",
+            (*type_params, cursor, *params, int(limit)),
         )
         return int(row[0])
