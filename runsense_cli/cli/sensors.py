@@ -1,7 +1,8 @@
 """`runsense sensor ...`: list, start, stop, tick, preview and cursor (ticks, failures and retry
 are in sensor_history)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer would turn every string annotation of every
+# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
 
 from typing import Annotated, Any
 
