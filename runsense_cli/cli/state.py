@@ -141,9 +141,10 @@ class CliState:
         """First sight of the project's sensors (RUNNING defaults start), as `evaluator` does,
         without importing the evaluator: all `runsense run` needs of it (SPEC §8: ≤ 0.12 s)."""
         if not self._registered:
-            from ..sensor_control import register_sensors
+            if self.definitions.sensors:
+                from ..sensor_control import register_sensors
 
-            register_sensors(self.storage, self.definitions)
+                register_sensors(self.storage, self.definitions)
             self._registered = True
 
     @property
