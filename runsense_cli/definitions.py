@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DefinitionError, RunsenseError, suggest
 from .jobs import JobDefinition, OpDefinition, job, module_location, op
-from .sensors import RunStatusSensorDefinition
+
+if TYPE_CHECKING:
+    # A project that declares sensors has imported them; one that does not (a one-op
+    # `runsense run`) need not pay for sensors, their contexts and logging.
+    from .sensors import RunStatusSensorDefinition
 
 __all__ = ["Definitions", "JobDefinition", "OpDefinition", "job", "op"]
 

@@ -83,12 +83,15 @@ class SensorEvaluator(Reacting):
         return state
 
     def lag(self, sensor: RunStatusSensorDefinition, state: SensorState | None = None) -> int:
-        """Status events waiting; a sensor never started has none (its first start skips them)."""
+        """Status events waiting, counted up to LAG_CAP (that value means at least as many); a
+        sensor never started has none (its first start skips them)."""
+        from .storage import LAG_CAP
+
         state = state or self.state(sensor)
         if state.started_at is None:
             return 0
         return self.storage.count_status_events_after(
-            sensor.event_types, state.cursor, sensor.scope(self.location)
+            sensor.event_types, state.cursor, sensor.scope(self.location), LAG_CAP
         )
 
     def has_work(self, sensor: RunStatusSensorDefinition, state: SensorState, now: float) -> bool:

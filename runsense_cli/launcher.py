@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .worker import LoadedProject
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+ENDED_KEPT = 1000  # ended runs remembered for a caller that never calls take_ended
 
 
 class WorkerProcess(Protocol):
@@ -78,28 +80,29 @@ class RunLauncher:
         # The project this process has loaded (the daemon replaces it on every reload): runs of
         # it are forked from here; without one, every worker is a fresh interpreter.
         self.project = project
+        # Every per-run structure below is bounded by the runs in progress, never by the runs
+        # launched over the process's life (a daemon launches millions): entries go once used.
         self.children: dict[str, WorkerProcess] = {}
         self._pidfds: dict[str, int] = {}  # readable once the child has ended (Linux 5.3+)
-        # Exit codes of reaped children until fail_dead_runs has looked at their runs; cleared
-        # on every look, so it never grows with the number of runs launched.
+        # Exit codes of reaped children, kept only while their run is in progress in storage
+        # (a worker that died mid-run): fail_dead_runs uses them, launch_queued drops the rest.
         self._exit_codes: dict[str, int] = {}
         # Remote runs: the heartbeat last seen and when it was first seen (this process's
         # clock), so a run is failed only after its beat stood still for a whole timeout while
         # this launcher was watching, never because the database was away for a while.
         self._beats: dict[str, tuple[float | None, float]] = {}
         self._generation = storage.connection_generation
-        # Runs whose worker child exited since the last `take_ended` (for the daemon's log).
-        self._ended: list[str] = []
+        # Runs whose worker child exited since the last `take_ended` (for the daemon's log); a
+        # caller that never asks (`sensor tick` waiting for its runs) keeps only the newest.
+        self._ended: deque[str] = deque(maxlen=ENDED_KEPT)
 
     def launch_queued(self, run_ids: set[str] | None = None) -> list[str]:
         """Claim and start queued runs (oldest first, or only `run_ids`) while there is room."""
         self.reap()
         node = node_name()
-        mine = sum(
-            1
-            for run in self.storage.runs_with_status(IN_PROGRESS_STATUSES)
-            if _node_of(run.worker or run.launcher) in (node, None)
-        )
+        in_progress = self.storage.runs_with_status(IN_PROGRESS_STATUSES)
+        mine = sum(1 for run in in_progress if _node_of(run.worker or run.launcher) in (node, None))
+        self._keep_codes_of(in_progress)
         room = self.max_concurrent_runs - mine
         if room <= 0:
             return []
@@ -189,8 +192,16 @@ class RunLauncher:
 
     def take_ended(self) -> list[str]:
         """Runs whose worker (a child of this launcher) has exited since the last call."""
-        ended, self._ended = self._ended, []
+        ended = list(self._ended)
+        self._ended.clear()
         return ended
+
+    def _keep_codes_of(self, in_progress: list[RunRecord]) -> None:
+        """Drop the exit codes of runs that finished: only a run still in progress needs one.
+        Called after `reap`, so a worker's terminal status (committed before it exits) shows."""
+        live = {run.run_id for run in in_progress}
+        for run_id in [r for r in self._exit_codes if r not in live]:
+            del self._exit_codes[run_id]
 
     def fail_dead_runs(self) -> list[DeadRun]:
         """Mark FAILURE every in-progress run whose worker is gone, once (compare-and-set)."""
@@ -226,7 +237,7 @@ class RunLauncher:
         return dead
 
     def _why_dead(self, run: RunRecord) -> str | None:
-        code = self._exit_codes.get(run.run_id)
+        code = self._exit_codes.pop(run.run_id, None)
         if code is not None:
             return _death_reason(run.worker_pid, code)
         worker = ProcessId.parse(run.worker)

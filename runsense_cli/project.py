@@ -8,10 +8,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .definitions import Definitions
 from .errors import ProjectError, describe
+
+if TYPE_CHECKING:
+    # Imported when a project loads: `settings` reads TOML through here, and a command that needs
+    # no project (`runs list`, `status`) must not pay for jobs, sensors and storage (~15 ms).
+    from .definitions import Definitions
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def load_project(ref: ProjectRef) -> Definitions:
     """Import the project's module and return its single `Definitions`, named after the module."""
+    from .definitions import Definitions
+
     if ref.directory not in sys.path:
         sys.path.insert(0, ref.directory)
     try:

@@ -9,10 +9,15 @@ a restart resumes where the sensor stopped (or at the newest event with `from_no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .evaluation import SensorEvaluator
-from .records import SensorStatus
+from .records import SensorState, SensorStatus
 from .sensors import DefaultSensorStatus, RunStatusSensorDefinition
+
+if TYPE_CHECKING:
+    from .definitions import Definitions
+    from .evaluation import SensorEvaluator
+    from .storage import Storage
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,17 @@ class StatusChange:
     @property
     def changed(self) -> bool:
         return self.was != self.now
+
+
+def register_sensors(storage: Storage, definitions: Definitions) -> dict[str, SensorState]:
+    """Rows for sensors seen for the first time, RUNNING defaults started now: the rule of
+    `SensorEvaluator.register_sensors`, for `runsense run`, which needs no evaluator (SPEC §8)."""
+    return {
+        name: storage.ensure_sensor(
+            definitions.location, name, sensor.default_status == DefaultSensorStatus.RUNNING
+        )
+        for name, sensor in definitions.sensors.items()
+    }
 
 
 def start_sensor(

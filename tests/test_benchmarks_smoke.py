@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.harness import Result
 from benchmarks.run import cells
+from benchmarks.workloads_listings import FILTERS
 from tests.conftest import skip_or_fail
 from tests.pg_server import postgres_unavailable
 
@@ -65,6 +66,10 @@ BACKEND_IDS = {
     ),
     "daemon_idle_rss",  # daemon idle: memory and CPU
     "daemon_idle_cpu",
+    "sensor_list",  # sensor list with a sensor far behind, and its capped count
+    "sensor_lag",
+    "runs_list",  # runs list: the slowest filter set, then each one
+    *(f"runs_list_{name}" for name in FILTERS),
 }
 POSTGRES_ONLY_IDS = {
     "daemon_idle_server_cpu",  # the idle daemon's server processes

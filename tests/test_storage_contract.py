@@ -327,6 +327,18 @@ def test_runs_created_between_pages_through_a_window_in_creation_order(db):
     assert db.runs_created_between(before, time.time() + 1, (before, ""), 10) == []
 
 
+def test_counting_waiting_events_stops_at_the_limit(db):
+    """`sensor list` asks for a count up to a cap: at most `limit`, exact below it."""
+    for _ in range(5):
+        db.set_run_status(started_run(db, job="j0"), RunStatus.FAILURE)
+    db.set_run_status(started_run(db, job="j1"), RunStatus.FAILURE)
+    types = (EventType.RUN_FAILURE,)
+    scope = SensorScope("loc", jobs=frozenset({("loc", "j0")}))
+    assert [db.count_status_events_after(types, 0, scope, n) for n in (1, 3, 5, 6)] == [1, 3, 5, 5]
+    assert db.count_status_events_after(types, 0, SensorScope("loc", all_locations=True), 10) == 6
+    assert db.count_status_events_after(types, db.newest_event_id(), scope, 10) == 0
+
+
 def test_code_defaults_rule_until_a_user_pins_the_status(db):
     state = db.ensure_sensor("loc", "s", running=True)
     assert state.status == SensorStatus.RUNNING

@@ -3,7 +3,8 @@
 Global options (-f, -m, --home, -v) come from RunsenseGroup and RunsenseCommand (cli/command.py).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer would turn every string annotation of every
+# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
 
 import json
 import signal

@@ -175,12 +175,13 @@ class LiveReporter:
         for sensor in ev.definitions.sensors.values():
             state = ev.state(sensor)
             last = ev.storage.last_tick(state.sensor_id)
-            lag = ev.lag(sensor, state) if state.status == SensorStatus.RUNNING else "-"
+            running = state.status == SensorStatus.RUNNING
+            lag = render.waiting(ev.lag(sensor, state)) if running else "-"
             sensors.add_row(
                 render.lit(sensor.name),
                 sensor.status_label,
                 render.styled(state.status.value),
-                str(lag),
+                lag,
                 f"{render.styled(last.status.value)} {render.ago(last.started_at)}"
                 if last
                 else "never",

@@ -41,6 +41,7 @@ MARKS = {
     "arrow": ("→", "->"),
     "more": ("…", "..."),
     "dot": ("·", "-"),
+    "at_least": ("≥", ">="),
 }
 
 
@@ -135,6 +136,20 @@ def ago(ts: float | None) -> str:
     if ts is None:
         return "never"
     return f"{age(time.time() - ts)} ago"
+
+
+def waiting(lag: int) -> str:
+    """A sensor's waiting events as shown: counting stops at LAG_CAP, shown as `≥ 10,000`."""
+    from ..storage import LAG_CAP
+
+    return f"{mark('at_least')} {LAG_CAP:,}" if lag >= LAG_CAP else str(lag)
+
+
+def lag_json(lag: int) -> dict[str, Any]:
+    """`lag` in a --json document, and whether counting stopped at the cap (then: at least)."""
+    from ..storage import LAG_CAP
+
+    return {"lag": lag, "lag_capped": lag >= LAG_CAP}
 
 
 def styled(status: str) -> str:
@@ -284,7 +299,7 @@ def sensor_json(
         "run_status": run_status,
         "status": state.status.value,
         "cursor": state.cursor,
-        "lag": lag,
+        **lag_json(lag),
         "monitored_jobs": monitored,
         "last_tick": tick_json(last_tick) if last_tick else None,
     }

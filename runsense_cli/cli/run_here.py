@@ -28,7 +28,7 @@ def execute_here(
     from .run_view import RunPrinter
 
     storage = state.storage
-    state.evaluator  # noqa: B018 - first sight of RUNNING-by-default sensors starts them before this run
+    state.register_sensors()  # first sight of RUNNING-by-default sensors starts them before this run
     record = start_run(
         storage,
         job,

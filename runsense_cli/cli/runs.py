@@ -1,6 +1,7 @@
 """`runsense runs list` and `runsense runs show`."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer would turn every string annotation of every
+# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
 
 from typing import Annotated
 
@@ -80,8 +81,11 @@ def list_runs(
         return
     if runs:
         render.console().print(render.runs_table(runs))
-    elif job is None and wanted is None:
-        render.console().print("No runs yet. Start one with: runsense run JOB")
+        return
+    from .plain import LineWriter  # a line, not a table: no need to import rich for it
+
+    if job is None and wanted is None:
+        LineWriter().print(("No runs yet. Start one with: runsense run JOB", None))
     else:
         which = " ".join(
             part
@@ -91,7 +95,7 @@ def list_runs(
             )
             if part
         )
-        render.console().print(f"No runs {which}.", markup=False)
+        LineWriter().print((f"No runs {which}.", None))
 
 
 def _check_job(state: CliState, job: str) -> None:

@@ -1,7 +1,8 @@
 """`runsense sensor ticks`, `failures` and `retry`: what sensors did, and bringing failed
 reactions back."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer would turn every string annotation of every
+# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
 
 import shlex
 from typing import Annotated

@@ -1,7 +1,8 @@
 """`runsense sensor ...`: list, start, stop, tick, preview and cursor (ticks, failures and retry
 are in sensor_history)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer would turn every string annotation of every
+# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
 
 from typing import Annotated, Any
 
@@ -71,7 +72,7 @@ def list_sensors(ctx: typer.Context, as_json: JsonOption = False) -> None:
             sensor.status_label,
             render.styled(sensor_state.status.value),
             lit(", ".join(sensor.monitored_names())),
-            str(lag),
+            render.waiting(lag),
             last_text,
         )
     render.console().print(render.keep_whole(table, [0, 2, 4], flexible=[1, 3, 5]))
@@ -121,8 +122,9 @@ def start(
             continue
         if waiting:
             out.print(
-                f"Started {lit(sensor.name)}: {waiting} {sensor.status_label} event(s) waiting will be "
-                "handled on its next tick (start with --from-now to skip them)."
+                f"Started {lit(sensor.name)}: {render.waiting(waiting)} {sensor.status_label}"
+                " event(s) waiting will be handled on its next tick (start with --from-now to"
+                " skip them)."
             )
         else:
             out.print(
@@ -399,6 +401,7 @@ def cursor(
         if not as_json:
             out.print(f"Moved {lit(sensor.name)}'s cursor from {before} to {target}.")
         sensor_state = evaluator.state(sensor)
+    lag = evaluator.lag(sensor, sensor_state)
     if as_json:
         render.print_json(
             {
@@ -406,11 +409,11 @@ def cursor(
                 "cursor": sensor_state.cursor,
                 "previous_cursor": before,
                 "newest_event_id": newest,
-                "lag": evaluator.lag(sensor, sensor_state),
+                **render.lag_json(lag),
             }
         )
         return
     out.print(
         f"{lit(sensor.name)}: cursor {sensor_state.cursor}, newest event {newest}, "
-        f"{evaluator.lag(sensor, sensor_state)} {sensor.status_label} event(s) waiting"
+        f"{render.waiting(lag)} {sensor.status_label} event(s) waiting"
     )

@@ -80,7 +80,7 @@ def _report_json(report: Any) -> dict[str, Any]:
                 "name": s.name,
                 "status": s.status,
                 "run_status": s.run_status,
-                "lag": s.lag,
+                **render.lag_json(s.lag),
                 "failed_reactions": s.failed,
             }
             for s in report.sensors
@@ -119,7 +119,11 @@ def _print_report(report: Any) -> None:
             table.add_column(column, no_wrap=True)
         for s in report.sensors:
             table.add_row(
-                lit(s.name), render.styled(s.status), s.run_status, str(s.lag), str(s.failed)
+                lit(s.name),
+                render.styled(s.status),
+                s.run_status,
+                render.waiting(s.lag),
+                str(s.failed),
             )
         out.print(table)
     out.print(f"Runs queued: {len(report.queued)}; in progress: {len(report.in_progress)}")

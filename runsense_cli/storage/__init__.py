@@ -13,6 +13,7 @@ from typing import Any
 
 from .contract import Storage
 from .shapes import (
+    LAG_CAP,
     DaemonRecord,
     NewRun,
     PageResult,
@@ -24,6 +25,7 @@ from .shapes import (
 from .urls import mask_url, parse_url
 
 __all__ = [
+    "LAG_CAP",
     "DaemonRecord",
     "NewRun",
     "PageResult",

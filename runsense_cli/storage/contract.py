@@ -246,8 +246,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def count_status_events_after(
-        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
-    ) -> int: ...
+        self,
+        event_types: Sequence[EventType],
+        cursor: int,
+        scope: SensorScope,
+        limit: int | None = None,
+    ) -> int:
+        """How many matching events are after `cursor`, counting no further than `limit`: a
+        result equal to `limit` means at least that many, and costs no more at any backlog."""
 
     # -- sensors and leases ------------------------------------------------------------------
 
@@ -335,9 +341,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def reacted_events_after(self, sensor_id: int, cursor: int) -> set[int]:
-        """Events past the cursor whose reaction failed (RETRYING or DEAD): the calls of a
-        tick whose process died (`tick_process`), or failures behind a cursor a user moved back.
-        A tick leaves them to their retries (and `sensor retry`); successes are replayed."""
+        """Events past the cursor whose reaction failed (calls whose tick process died, or a
+        cursor moved back): a tick leaves them to their retries; successes are replayed."""
 
     @abc.abstractmethod
     def failed_reactions(self, sensor_ids: Sequence[int]) -> list[Reaction]:

@@ -56,12 +56,30 @@ class EventsSql(SqlBase):
         return row is not None
 
     def count_status_events_after(
-        self, event_types: Sequence[EventType], cursor: int, scope: SensorScope
+        self,
+        event_types: Sequence[EventType],
+        cursor: int,
+        scope: SensorScope,
+        limit: int | None = None,
     ) -> int:
         types, type_params = self._types_sql(event_types)
         where, params = self._scope_sql(scope)
-        row = self._one(
-            f"SELECT count(*) FROM events WHERE {types} AND id > ?{where}",
-            (*type_params, cursor, *params),
+        if limit is None:
+            sql = f"SELECT count(*) FROM events WHERE {types} AND id > ?{where}"
+            row = self._one(sql, (*type_params, cursor, *params))
+            return int(row[0])
+        # Counting stops after `limit` rows, so `sensor list` costs the same with 10^7 events
+        # waiting as with 10^4 (a plain count(*) reads every one: 1.1 s at 10^6). One capped
+        # count per event type: each a range of the (event_type, id) index from the cursor, and
+        # in any order the same count. Planned with its values every time: a rare type behind a
+        # long history needs that index, a common one may be quicker by id.
+        capped = (
+            "(SELECT count(*) FROM (SELECT 1 FROM events WHERE event_type = ? AND id > ?"
+            f"{where} LIMIT ?) AS waiting)"
         )
-        return int(row[0])
+        values: list[Any] = []
+        for event_type in event_types:
+            values += [event_type.value, cursor, *params, int(limit)]
+        sql = "SELECT " + " + ".join([capped] * len(event_types))
+        row = self._read(lambda: self._execute_planned_each_time(sql, values).fetchone())
+        return min(int(row[0]), int(limit))

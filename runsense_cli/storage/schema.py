@@ -1,7 +1,7 @@
 """The schema, as numbered migrations both backends apply in order.
 
 Each migration is a list of statements written once, with `{id}` (an auto-increment primary key),
-`{real}` (a float) and `{bigint}` filled in per dialect; `STORAGE_TABLES` lists what `db copy`
+`{real}` (a float), `{bigint}` and `{order_key}` filled in per dialect; `STORAGE_TABLES` lists what `db copy`
 moves, parents first.
 """
 
@@ -17,6 +17,7 @@ class Dialect:
     real: str
     bigint: str
     seq: str
+    order_key: str  # ends an index key on runs with their creation order, for ties in time
 
 
 SQLITE = Dialect(
@@ -25,6 +26,7 @@ SQLITE = Dialect(
     real="REAL",
     bigint="INTEGER",
     seq="INTEGER",  # unused: SQLite orders runs by rowid
+    order_key="",  # every SQLite index already ends with the rowid
 )
 POSTGRES = Dialect(
     id="BIGSERIAL PRIMARY KEY",
@@ -32,6 +34,7 @@ POSTGRES = Dialect(
     real="DOUBLE PRECISION",
     bigint="BIGINT",
     seq="BIGSERIAL",
+    order_key=", seq",
 )
 
 M001_INITIAL = """
@@ -227,12 +230,23 @@ ALTER TABLE ticks ADD COLUMN skipped {bigint} NOT NULL DEFAULT 0;
 ALTER TABLE ticks ADD COLUMN failures {bigint} NOT NULL DEFAULT 0
 """
 
+# Issue 9. One new index, IF NOT EXISTS, on no table another branch alters: it commutes with
+# other branches' migrations, whichever number it gets at merge.
+M006_LISTINGS = """
+-- `runs list --job J --status S`, newest first: one range of this index whatever J and S are.
+-- With runs_by_job or runs_by_status alone, a rare pair (a job's few SUCCESS runs, or none) read
+-- every run of the common half: 0.6 s at 10^6 runs. The key ends with the creation order
+-- (`ORDER BY created_at DESC, rowid/seq DESC`), so no sort is needed.
+CREATE INDEX IF NOT EXISTS runs_by_job_status ON runs (job_name, status, created_at{order_key})
+"""
+
 MIGRATIONS: list[str] = [
     M001_INITIAL,
     M002_SEVERAL_HOSTS,
     M003_OPERATIONS,
     M004_ALERTS,
     M005_TICK_COUNTS,
+    M006_LISTINGS,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -258,6 +272,7 @@ def statements(migration: str, dialect: Dialect) -> list[str]:
         real=dialect.real,
         bigint=dialect.bigint,
         seq=dialect.seq,
+        order_key=dialect.order_key,
     )
     lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -10,6 +10,10 @@ from typing import Any
 
 from ..runs import RunStatus
 
+# What `sensor list`, `sensor cursor`, `status` and the daemon's live view count of a sensor's
+# waiting events: this many at most (shown as "≥ 10,000"), so they cost the same at any lag.
+LAG_CAP = 10_000
+
 
 @dataclass(frozen=True)
 class SensorScope:

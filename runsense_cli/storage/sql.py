@@ -44,6 +44,11 @@ class SqlBase(Storage):
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
         raise NotImplementedError
 
+    def _execute_planned_each_time(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        """`_execute` for a statement whose best plan depends on its values: a backend that
+        keeps prepared plans (PostgreSQL) plans this one with the values at every call."""
+        return self._execute(sql, params)
+
     def _executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         raise NotImplementedError
 
