@@ -351,7 +351,11 @@ class RunsSql(AlertsSql):
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [run_from_row(row) for row in self._all(sql, values)]
+        # Every daemon pass asks this (runs in progress). Planned with the values each time: the
+        # plan PostgreSQL keeps for a prepared statement does not know that these statuses are
+        # rare, and may walk every run in created_at order to find the few.
+        rows = self._read(lambda: self._execute_planned_each_time(sql, values).fetchall())
+        return [run_from_row(row) for row in rows]
 
     def job_names(self) -> list[str]:
         # One index probe per distinct name (a loose index scan), not a read of every run's entry
