@@ -35,13 +35,20 @@ def cli(home: Path, project: Path, *args: str, **kwargs: Any) -> subprocess.Comp
 
 
 def start_daemon(
-    home: Path, project: Path, log: Path, *args: str, command: list[str] | None = None
+    home: Path,
+    project: Path,
+    log: Path,
+    *args: str,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`runsense -f PROJECT daemon ARGS` with stdout and stderr appended to `log` (not a TTY)."""
+    """`runsense -f PROJECT daemon ARGS` with stdout and stderr appended to `log` (not a TTY);
+    `cwd` is where it looks for its settings file."""
     handle = open(log, "ab")  # noqa: SIM115 - the child holds its own copy of the descriptor
     try:
         return subprocess.Popen(
             [*(command or RUNSENSE), "-f", str(project), "daemon", *args],
+            cwd=cwd,
             env=env_for(home),
             stdin=subprocess.DEVNULL,
             stdout=handle,

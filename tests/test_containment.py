@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import RUNSENSE, cli, env_for, query, stop, wait_for_log, wait_until
+from tests.processes import cli, query, start_daemon, stop, wait_for_log, wait_until
 
 # name: (the body of the sensor function, what its failed reaction must say)
 CATALOGUE: dict[str, tuple[str, str]] = {
@@ -168,15 +168,7 @@ def test_the_daemon_keeps_going_beside_every_misbehaving_sensor(home: Path, tmp_
     names = sorted(CATALOGUE)
     path = write_project(tmp_path / "proj", names)
     log = tmp_path / "daemon.log"
-    with open(log, "ab") as out:
-        daemon = subprocess.Popen(
-            [*RUNSENSE, "-f", str(path), "daemon", "--interval", "0.2"],
-            cwd=path.parent,
-            env=env_for(home),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    daemon = start_daemon(home, path, log, "--interval", "0.2", cwd=path.parent)
     try:
         wait_for_log(log, "daemon started")
         for _ in range(3):
@@ -257,15 +249,7 @@ def test_a_sleeping_sensor_delays_no_other_sensor_and_no_run_launch(home: Path, 
     path = directory / "slow_defs.py"
     path.write_text(SLOW_PROJECT)
     log = tmp_path / "daemon.log"
-    with open(log, "ab") as out:
-        daemon = subprocess.Popen(
-            [*RUNSENSE, "-f", str(path), "daemon"],
-            cwd=directory,
-            env=env_for(home),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    daemon = start_daemon(home, path, log, cwd=directory)
     try:
         wait_for_log(log, "daemon started")
         started = time.monotonic()
@@ -450,15 +434,7 @@ def test_a_sensor_function_that_forks_reacts_once(home: Path, tmp_path: Path):
     path = directory / "forking_defs.py"
     path.write_text(FORKING_PROJECT)
     log = tmp_path / "daemon.log"
-    with open(log, "ab") as out:
-        daemon = subprocess.Popen(
-            [*RUNSENSE, "-f", str(path), "daemon", "--interval", "0.1"],
-            cwd=directory,
-            env=env_for(home),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    daemon = start_daemon(home, path, log, "--interval", "0.1", cwd=directory)
     try:
         wait_for_log(log, "daemon started")
         for n in range(1, 4):
