@@ -13,7 +13,7 @@ from .outcomes import Outcome
 from .page_sensors import SensorPage
 from .planning import plan
 from .records import Reaction, ReactionState
-from .runs import STATUS_OF_EVENT, ErrorInfo, RunEvent, RunRecord
+from .runs import STATUS_OF_EVENT, ErrorInfo, EventType, RunEvent, RunRecord
 from .sensor_context import RunStatusSensorContext
 from .sensor_state import SensorStateStore
 from .sensors import PermanentReactionError, RunStatusSensorDefinition
@@ -22,6 +22,15 @@ from .text import clean
 from .values import short_repr
 
 MAX_RETRY_DELAY_S = 15 * 60
+
+
+def _label(event_type: EventType) -> str:
+    """The status a write-back names: the run status an event means, else the event's name."""
+    status = STATUS_OF_EVENT.get(event_type)
+    return status.value if status else event_type.value.removeprefix("RUN_")
+
+
+_LABELS = {event_type: _label(event_type) for event_type in EventType}  # once, not per reaction
 
 
 class Reacting:
@@ -117,8 +126,7 @@ class Reacting:
             return Outcome(ReactionState.DEAD, error=describe(raw), permanent=True)
         if isinstance(raw, Exception):  # a page sensor's `set_result(context, error)`
             return Outcome(ReactionState.RETRYING, error=clean(describe(raw)))
-        status = STATUS_OF_EVENT.get(event.event_type)
-        label = status.value if status else event.event_type.value.removeprefix("RUN_")
+        label = _LABELS.get(event.event_type) or _label(event.event_type)
         try:
             keys = keys_in_page if keys_in_page is not None else {}
             outcome = plan(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import LeaseLostError
 from ..identity import ProcessId, pid_alive, pid_of
-from ..records import Reaction, SensorState, SensorStatus, Tick
+from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
 from ..runs import EventType, RunStatus
 from .reactions_sql import ReactionsSql
 from .rows import (
@@ -21,6 +21,7 @@ from .rows import (
 from .shapes import NewRun, PageResult, WriteBack
 
 USER = "user"  # sensors.status_source once `sensor start`/`stop` pinned the status
+_STATE_TEXTS = {state: state.value for state in ReactionState}
 
 
 class SensorsSql(ReactionsSql):
@@ -184,17 +185,20 @@ class SensorsSql(ReactionsSql):
         lease_ttl: float,
         state_writes: Mapping[str, Any] | None = None,
     ) -> PageResult:
+        # Built once per reaction of a big tick: the enum's text through a dict (`.value` is a
+        # descriptor call) and no JSON encoder for the usual empty list.
+        texts = _STATE_TEXTS
         reaction_rows = [
             (
                 sensor_id,
                 r.event_id,
                 r.run_id,
-                r.state.value,
+                texts.get(r.state) or r.state.value,
                 r.attempts,
                 r.next_attempt_at,
                 r.error,
                 r.skip_message,
-                json.dumps(r.run_ids),
+                json.dumps(r.run_ids) if r.run_ids else "[]",
                 r.created_at or time.time(),
                 r.finished_at,
             )
@@ -270,6 +274,17 @@ class SensorsSql(ReactionsSql):
     def _insert_runs(self, new_runs: Sequence[NewRun], now: float) -> None:
         if not new_runs:
             return
+        # Every run a tick requests usually carries the same origin object: encode it once.
+        origins: dict[int, str] = {}
+
+        def origin_json(origin: Any) -> str | None:
+            if not origin:
+                return None
+            text = origins.get(id(origin))
+            if text is None:
+                text = origins[id(origin)] = json.dumps(origin)
+            return text
+
         self._executemany(
             "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
             " parent_run_id, root_run_id, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -284,7 +299,7 @@ class SensorsSql(ReactionsSql):
                     now,
                     r.parent_run_id,
                     r.root_run_id,
-                    json.dumps(r.origin) if r.origin else None,
+                    origin_json(r.origin),
                 )
                 for r in new_runs
             ],
