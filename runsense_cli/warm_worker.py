@@ -17,7 +17,6 @@ import io
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 from typing import NoReturn
 
@@ -115,7 +114,8 @@ def _child(
     code = _CRASHED
     try:
         parent_storage.hold_in_fork()  # first: the parent waits for it (it may close next)
-        os.write(ready, b"1")
+        with contextlib.suppress(OSError):  # a parent killed meanwhile waits for nothing: go on
+            os.write(ready, b"1")
         os.close(ready)
         # Objects inherited from the parent (its connections among them) are never collected
         # here: a finalizer closing an inherited database descriptor would drop this
@@ -133,9 +133,8 @@ def _child(
             code = run_claimed(storage, run_id, token, project)
             storage.close()
     except BaseException as exc:
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()
-            print(f"Error: run worker failed: {describe(exc)}", file=sys.stderr)
+        with contextlib.suppress(BaseException):  # one line, as everywhere; the run is failed
+            print(f"Error: run worker failed: {describe(exc)}", file=sys.stderr)  # as a dead one
     finally:
         with contextlib.suppress(BaseException):
             sys.stdout.flush()

@@ -147,8 +147,16 @@ class RunsSql(AlertsSql):
         wanted = None if run_ids is None else list(run_ids)
         if limit <= 0 or wanted == []:
             return []
-        # An idle pass must not take the write lock: look before claiming.
-        if not self._one("SELECT 1 FROM runs WHERE status = ? LIMIT 1", (RunStatus.QUEUED.value,)):
+        # An idle pass must not take the write lock: look before claiming. Planned with its value
+        # each time: for `status = $1 LIMIT 1` PostgreSQL's generic plan (a prepared statement's,
+        # after a few runs) may be a scan expecting an early hit, which finds no QUEUED run only
+        # after reading every run, on every pass.
+        queued = self._read(
+            lambda: self._execute_planned_each_time(
+                "SELECT 1 FROM runs WHERE status = ? LIMIT 1", (RunStatus.QUEUED.value,)
+            ).fetchone()
+        )
+        if not queued:
             return []
 
         def candidates() -> list[RunRecord]:
