@@ -19,6 +19,7 @@ from .leases import LEASE_WAIT_S, TickLease
 from .outcomes import TickResult
 from .reacting import Reacting
 from .records import SensorState, SensorStatus, Tick, TickLog, TickStatus
+from .registration import register_sensors
 from .runs import RunEvent, RunRecord
 from .sensor_state import SensorStateStore
 from .sensors import RunStatusSensorDefinition
@@ -69,12 +70,7 @@ class SensorEvaluator(Reacting):
 
     def register_sensors(self) -> dict[str, SensorState]:
         """Create rows for sensors seen for the first time; RUNNING defaults start now."""
-        return {
-            name: self.storage.ensure_sensor(
-                self.location, name, sensor.default_status.value == SensorStatus.RUNNING.value
-            )
-            for name, sensor in self.definitions.sensors.items()
-        }
+        return register_sensors(self.storage, self.definitions)
 
     def state(self, sensor: RunStatusSensorDefinition) -> SensorState:
         state = self.storage.sensor_state(self.location, sensor.name)

@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .records import SensorState, SensorStatus
+from .records import SensorStatus
 from .sensors import DefaultSensorStatus, RunStatusSensorDefinition
 
 if TYPE_CHECKING:
-    from .definitions import Definitions
     from .evaluation import SensorEvaluator
-    from .storage import Storage
 
 
 @dataclass(frozen=True)
@@ -31,17 +29,6 @@ class StatusChange:
     @property
     def changed(self) -> bool:
         return self.was != self.now
-
-
-def register_sensors(storage: Storage, definitions: Definitions) -> dict[str, SensorState]:
-    """Rows for sensors seen for the first time, RUNNING defaults started now: the rule of
-    `SensorEvaluator.register_sensors`, for `runsense run`, which needs no evaluator (SPEC §8)."""
-    return {
-        name: storage.ensure_sensor(
-            definitions.location, name, sensor.default_status == DefaultSensorStatus.RUNNING
-        )
-        for name, sensor in definitions.sensors.items()
-    }
 
 
 def start_sensor(

@@ -147,7 +147,7 @@ class CliState:
         without importing the evaluator: all `runsense run` needs of it (SPEC §8: ≤ 0.12 s)."""
         if not self._registered:
             if self.definitions.sensors:
-                from ..sensor_control import register_sensors
+                from ..registration import register_sensors
 
                 register_sensors(self.storage, self.definitions)
             self._registered = True
