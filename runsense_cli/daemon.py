@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from . import parent_fds
 from .errors import RunsenseError
 from .evaluation import SensorEvaluator, TickResult
 from .identity import current
@@ -40,20 +41,6 @@ PRUNE_EVERY_S = 3600.0  # with `retention` set, history older than it is pruned 
 # hung sensor function) is abandoned, like a crash: the next daemon replays it (SPEC §5: 5 s).
 STOP_GRACE_S = 4.0
 TICK_STOP_GRACE_S = 3.0  # tick processes get this much of it, the daemon's own exit the rest
-
-# The lock's descriptor must not live on in forked tick processes: a tick process outliving a
-# killed daemon for a moment would otherwise refuse the daemon's restart.
-_held_lock_fds: set[int] = set()
-
-
-def _drop_locks_in_child() -> None:
-    for fd in _held_lock_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _held_lock_fds.clear()
-
-
-os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 class DaemonAlreadyRunning(RunsenseError):
@@ -97,11 +84,11 @@ class DaemonLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
-        _held_lock_fds.add(fd)
+        parent_fds.keep_from_children(fd)  # a child must not hold the home's lock
 
     def release(self) -> None:
         if self.fd >= 0:
-            _held_lock_fds.discard(self.fd)
+            parent_fds.forget(self.fd)
             os.close(self.fd)
             self.fd = -1
 
@@ -281,7 +268,7 @@ class Daemon:
                 continue
             if not self.evaluator.has_work(sensor, state, now):
                 continue
-            self.ticks.start(self.evaluator, sensor, lease_wait=0)
+            self.ticks.start(self.evaluator, sensor, lease_wait=0, sensor_id=state.sensor_id)
             self._last_tick[name] = now
 
     def _report_ticks(self, ends: list[TickEnd] | None = None) -> None:

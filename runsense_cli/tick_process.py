@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import parent_fds
 from .call_watch import CallInFlight, CallWatch
 from .errors import LeaseLostError, RunsenseError
 from .evaluation import SensorEvaluator
@@ -35,21 +36,6 @@ from .tick_worker import FrameReader, TickCommand, TickEnd, libc, send_frame, se
 IDLE_RETIRE_S = 300.0  # a tick process idle this long ends; the next tick forks a new one
 RETIRED_GRACE_S = 5.0  # an idle retired process still there after this is killed
 MAX_BACKOFF_S = 300.0  # a sensor whose tick process keeps dying outside its function waits
-
-# The parent's ends of every tick process's pipes (and pidfds). Any process forked from here (a
-# tick process, a warm run worker) closes them at once: a copy of a command pipe's write end in
-# another process would keep a retired tick process from ever seeing the end of its commands.
-_PARENT_FDS: set[int] = set()
-
-
-def _close_parent_fds() -> None:
-    for fd in _PARENT_FDS:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _PARENT_FDS.clear()
-
-
-os.register_at_fork(after_in_child=_close_parent_fds)
 
 __all__ = ["TickEnd", "TickSupervisor", "tick_sensors"]
 
@@ -94,7 +80,8 @@ class TickWorker:
         self.pidfd = -1
         with contextlib.suppress(AttributeError, OSError):
             self.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
-        _PARENT_FDS.update(fd for fd in (commands_w, results_r, self.pidfd) if fd >= 0)
+        # A copy of the command pipe in any other child would keep this one from its EOF.
+        parent_fds.keep_from_children(commands_w, results_r, self.pidfd)
 
     def begin(self, job: TickJob, lease_wait: float) -> None:
         self.job = job
@@ -106,7 +93,7 @@ class TickWorker:
         if self.retired_at is None:
             self.retired_at = time.monotonic()
         if self.commands >= 0:
-            _PARENT_FDS.discard(self.commands)
+            parent_fds.forget(self.commands)
             os.close(self.commands)
             self.commands = -1
 
@@ -117,7 +104,7 @@ class TickWorker:
         self.retire()
         for fd in (self.results.fd, self.pidfd):
             if fd >= 0:
-                _PARENT_FDS.discard(fd)
+                parent_fds.forget(fd)
                 os.close(fd)
         self.results.fd = self.pidfd = -1
         self.watch.close()
@@ -149,16 +136,22 @@ class TickSupervisor:
         return any(w.job is not None for w in self._all())
 
     def start(
-        self, evaluator: SensorEvaluator, sensor: RunStatusSensorDefinition, lease_wait: float = 0
+        self,
+        evaluator: SensorEvaluator,
+        sensor: RunStatusSensorDefinition,
+        lease_wait: float = 0,
+        sensor_id: int | None = None,
     ) -> None:
+        """Start a tick of `sensor`; `sensor_id` when the caller has just read its state."""
         worker = self.workers.get(sensor.name)
         if worker is not None and worker.evaluator is not evaluator:  # the code was reloaded
             self._retire(worker)
             worker = None
         if worker is None:
             worker = self.workers[sensor.name] = TickWorker(evaluator, sensor.name)
-        state = evaluator.state(sensor)
-        worker.begin(TickJob(sensor, state.sensor_id, uuid.uuid4().hex), lease_wait)
+        if sensor_id is None:
+            sensor_id = evaluator.state(sensor).sensor_id
+        worker.begin(TickJob(sensor, sensor_id, uuid.uuid4().hex), lease_wait)
 
     def _retire(self, worker: TickWorker) -> None:
         if worker in self.retired:
