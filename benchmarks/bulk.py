@@ -79,7 +79,7 @@ def _chunks(original: Template, count: int) -> Iterator[tuple[list[tuple], list[
                         run_id
                         if c == "run_id"
                         else event[c] + shift
-                        if c == "timestamp"
+                        if c in ("timestamp", "run_created_at")
                         else event[c]
                         for c in event_columns
                     )

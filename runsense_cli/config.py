@@ -57,17 +57,18 @@ def validate_run_config(
     """
     if run_config is None:
         run_config = {}
+    # From here on every mapping is a plain dict: check_json makes one of any Mapping.
     run_config = check_json(run_config, where)
-    if not isinstance(run_config, Mapping):
+    if type(run_config) is not dict:
         raise ConfigError(
             f"run config must be a mapping, got {type(run_config).__name__}",
             'use the shape {"ops": {"<op name>": {"config": {...}}}}',
         )
-    unknown_top = sorted(set(run_config) - {"ops"})
-    if unknown_top:
+    if len(run_config) > 1 or (run_config and "ops" not in run_config):
+        unknown_top = sorted(set(run_config) - {"ops"})
         raise ConfigError(f"unknown key '{unknown_top[0]}' in run config", 'only "ops" is allowed')
     ops_config = run_config.get("ops") or {}
-    if not isinstance(ops_config, Mapping):
+    if type(ops_config) is not dict:
         raise ConfigError("ops: expected a mapping of op name to its config")
     nodes = {node.name: node for node in job.nodes}
     for op_name, entry in ops_config.items():
@@ -77,7 +78,7 @@ def validate_run_config(
                 f"ops.{op_name}: job '{job.name}' has no op named '{op_name}'",
                 f"its ops are: {known}",
             )
-        if not isinstance(entry, Mapping) or set(entry) - {"config"}:
+        if type(entry) is not dict or len(entry) > 1 or (entry and "config" not in entry):
             raise ConfigError(f'ops.{op_name}: expected {{"config": ...}}')
     for name, node in nodes.items():
         schema = node.op.config_schema
@@ -100,7 +101,7 @@ def _check_value(value: Any, schema: ConfigSchema, path: str) -> None:
                 f"{path}: expected {schema.__name__}, got {_type_name(value)} {value!r}"
             )
         return
-    if not isinstance(value, Mapping):
+    if type(value) is not dict:
         raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)}")
     for key in value:
         if key not in schema:

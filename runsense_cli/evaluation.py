@@ -227,7 +227,13 @@ class SensorEvaluator(Reacting):
                     run_keys += outcome.run_keys
                 if outcome.write_back:
                     write_backs.append(
-                        WriteBack(run.run_id, run.job_name, run.location, outcome.write_back)
+                        WriteBack(
+                            run.run_id,
+                            run.job_name,
+                            run.location,
+                            outcome.write_back,
+                            run.created_at,
+                        )
                     )
                 result.add(reaction, run)
                 error = outcome.error

@@ -3,7 +3,6 @@ dedup and the chain-depth guard), a skip, or a write-back. Pure planning: nothin
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from .config import validate_run_config
@@ -11,7 +10,7 @@ from .errors import RunsenseError
 from .jobs import JobDefinition
 from .outcomes import Outcome
 from .records import ReactionState
-from .runs import RunRecord
+from .runs import RunRecord, new_run_id
 from .sensors import RunRequest, RunStatusSensorDefinition, SkipReason
 from .storage import NewRun, Storage
 from .text import clean
@@ -78,7 +77,7 @@ def plan(
             if owner:
                 outcome.deduped.append(f"run_key '{key}' already requested run {owner}")
                 continue
-        run_id = str(uuid.uuid4())
+        run_id = new_run_id()
         tags = {**target.tags, **user_tags}
         tags.update(
             {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,14 @@ class RunStatus(str, enum.Enum):
 
 
 DagsterRunStatus = RunStatus
+
+
+def new_run_id() -> str:
+    """A random (version 4) UUID as text, as `str(uuid.uuid4())` spells it, in a third of the
+    time: a tick that requests 100k runs makes 100k of them."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
 
 # What people type for a status: `runs list --status failed` means FAILURE.
 STATUS_ALIASES: dict[str, RunStatus] = {

@@ -50,50 +50,77 @@ def check_json(value: Any, where: str = "run config") -> Any:
     `where` names the value in messages (`--config-json`, `sensor 's': RunRequest.run_config`),
     followed by the path inside it: `--config-json: ops.my_op.config.ratio: nan is not allowed`.
     """
-    return _walk(value, where, "", 0)
+    return _walk(value, where, (), 0)
 
 
-def _walk(value: Any, where: str, path: str, depth: int) -> Any:
-    kind = type(value)  # exact types first: every RunRequest's config is walked, in every tick
+# Every RunRequest's config is walked, in every tick: exact types are tested first, and the path
+# to a value (a tuple of keys and indexes) is only spelled out for a message.
+_PLAIN = (type(None), int, bool)
+
+
+def _walk(value: Any, where: str, path: tuple[Any, ...], depth: int) -> Any:
+    kind = type(value)
     if kind is str:
-        return clean(value)
-    if value is None or kind is int or kind is bool:
-        return value
-    if isinstance(value, str):
-        return clean(value)
-    if isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(
-                f"{_at(where, path)}: {value} is not allowed (JSON has no NaN or Infinity)",
-                "use null, a string, or a finite number",
-            )
+        return value if value.isascii() else clean(value)
+    if kind in _PLAIN:
         return value
     if kind is dict or kind is list or isinstance(value, (Mapping, list, tuple)):
         if depth >= MAX_NESTING:
             raise ConfigError(
-                f"{_at(where, _short(path, 60))}: nested more than {MAX_NESTING} levels deep",
+                f"{_at(where, _short(_spell(path), 60))}: nested more than {MAX_NESTING} levels"
+                " deep",
                 "flatten it",
             )
         if kind is dict or isinstance(value, Mapping):
             out = {}
             for key, item in value.items():
-                if not isinstance(key, str):
-                    raise ConfigError(
-                        f"{_at(where, path)}: key {_short(key)} is {_a(key)}, not a string",
-                        "JSON object keys are strings",
-                    )
-                key = clean(key)
-                out[key] = _walk(item, where, f"{path}.{key}" if path else key, depth + 1)
+                if type(key) is not str:
+                    if not isinstance(key, str):
+                        raise ConfigError(
+                            f"{_at(where, _spell(path))}: key {_short(key)} is {_a(key)}, not a"
+                            " string",
+                            "JSON object keys are strings",
+                        )
+                    key = str(key)
+                if not key.isascii():
+                    key = clean(key)
+                item_kind = type(item)
+                if item_kind is str:
+                    out[key] = item if item.isascii() else clean(item)
+                elif item_kind in _PLAIN:
+                    out[key] = item
+                else:
+                    out[key] = _walk(item, where, (*path, key), depth + 1)
             return out
-        return [_walk(item, where, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return [_walk(item, where, (*path, i), depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, str):
+        return clean(str(value))
+    if isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{_at(where, _spell(path))}: {value} is not allowed (JSON has no NaN or Infinity)",
+                "use null, a string, or a finite number",
+            )
+        return value
     hint = (
         f'quote it: "{value.isoformat()}"'
         if hasattr(value, "isoformat")
         else "use str, int, float, bool, list, dict or null"
     )
-    raise ConfigError(f"{_at(where, path)}: {_a(value)} is not a JSON value", hint)
+    raise ConfigError(f"{_at(where, _spell(path))}: {_a(value)} is not a JSON value", hint)
+
+
+def _spell(path: tuple[Any, ...]) -> str:
+    """`("ops", "my_op", "items", 2)` → `ops.my_op.items[2]`."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
 
 
 def chain_depth(tags: Mapping[str, str]) -> int:

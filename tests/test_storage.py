@@ -292,3 +292,34 @@ def test_a_second_open_in_one_process_keeps_the_first_connections_locks(home):
     subprocess.run([sys.executable, "-c", writer, str(home / "runsense.db")], check=True)
     assert (home / "runsense.db-wal").exists()
     assert first.conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_a_big_ticks_commits_reach_the_database_file_while_it_goes_on(home):
+    """Given writes inside bulk_writes() (a tick over a backlog), then from the second commit on
+    a thread copies the WAL back into the database file meanwhile, so the tick neither waits for
+    checkpoints nor grows the WAL without bound; afterwards everything reads back."""
+    import time
+
+    storage = open_storage(home)
+    in_file = f"file:{home / 'runsense.db'}?immutable=1"  # the file alone, without the WAL
+
+    def runs_in_file() -> int:
+        connection = sqlite3.connect(in_file, uri=True)
+        try:
+            return connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+        except sqlite3.OperationalError:  # not even the schema copied yet
+            return 0
+        finally:
+            connection.close()
+
+    with storage.bulk_writes():
+        first = [storage.create_run("job", "loc").run_id for _ in range(3)]
+        deadline = time.monotonic() + 10
+        while runs_in_file() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert runs_in_file() >= 3
+        storage.create_run("job", "loc")
+    assert len(storage.list_runs(limit=None)) == 4
+    assert all(storage.get_run(run_id).job_name == "job" for run_id in first)
+    assert storage.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    storage.close()

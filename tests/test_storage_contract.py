@@ -244,11 +244,12 @@ def test_a_page_stores_runs_write_backs_and_cursor_together(db):
     new = NewRun(
         "11111111-2222-4333-8444-555555555555", "next", "loc", {}, {}, run.run_id, run.run_id, None
     )
-    back = WriteBack(run.run_id, run.job_name, run.location, "acted")
+    back = WriteBack(run.run_id, run.job_name, run.location, "acted", run.created_at)
+    started = db.status_event_for_run(run.run_id, EventType.RUN_START).event_id
     result = page(
         db,
         state.sensor_id,
-        [3],
+        [started],
         run.run_id,
         token="tick",
         cursor=42,
@@ -261,7 +262,8 @@ def test_a_page_stores_runs_write_backs_and_cursor_together(db):
     assert db.requested_runs(run.run_id)[0].run_id == new.run_id
     assert "acted" in [e.message for e in db.events_for_run(run.run_id)]
     assert db.sensor_state("loc", "watcher").cursor == 42
-    assert [r.event_id for r in db.reactions_to_run(run.run_id)] == [3]
+    assert [r.event_id for r in db.reactions_to_run(run.run_id)] == [started]
+    assert db.reactions_to_run(new.run_id) == []
 
 
 def test_status_events_after_reads_in_pages_within_scope(db):
@@ -397,6 +399,45 @@ def test_reopening_keeps_data_and_a_newer_schema_is_refused(db, backend):
         db.conn.execute("UPDATE runsense_schema SET version = 99")
     with pytest.raises(StorageError, match="newer than this runsense understands"):
         open_storage(url=backend)
+
+
+def test_history_written_before_schema_7_is_found_from_its_runs_after_the_upgrade(
+    backend, monkeypatch
+):
+    """Schema 7 re-keys the by-run indexes on creation times: a run's events, the reactions to
+    it and the runs requested from it, written by an older runsense, are still found."""
+    from runsense_cli.storage import postgres, schema, sql, sqlite
+
+    for module in (postgres, sql, sqlite):
+        monkeypatch.setattr(module, "SCHEMA_VERSION", 6)
+    monkeypatch.setattr(sql, "MIGRATIONS", schema.MIGRATIONS[:6])
+    old = open_storage(url=backend)
+    rows = [
+        "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at)"
+        " VALUES ('parent', 'job', 'loc', 'SUCCESS', '{}', '{}', 100.0)",
+        "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
+        " parent_run_id, root_run_id) VALUES ('child', 'job', 'loc', 'QUEUED', '{}', '{}',"
+        " 200.0, 'parent', 'parent')",
+        "INSERT INTO events (run_id, event_type, timestamp, job_name, location)"
+        " VALUES ('parent', 'RUN_SUCCESS', 150.0, 'job', 'loc')",
+        "INSERT INTO events (run_id, event_type, timestamp, job_name, location)"
+        " VALUES ('child', 'RUN_ENQUEUED', 200.0, 'job', 'loc')",
+        "INSERT INTO sensors (location, name, status) VALUES ('loc', 'watcher', 'RUNNING')",
+        "INSERT INTO reactions (sensor_id, event_id, run_id, state, attempts, created_at)"
+        " SELECT s.id, e.id, 'parent', 'SUCCESS', 1, 160.0 FROM sensors s, events e"
+        " WHERE e.run_id = 'parent'",
+    ]
+    old._write(lambda: [old._execute(row) for row in rows])
+    old.close()
+    monkeypatch.undo()
+
+    with open_storage(url=backend) as db:
+        [success] = db.events_for_run("parent")
+        assert success.event_type == EventType.RUN_SUCCESS
+        assert [r.event_id for r in db.reactions_to_run("parent")] == [success.event_id]
+        assert [r.run_id for r in db.requested_runs("parent")] == ["child"]
+        assert [e.event_type for e in db.events_for_run("child")] == [EventType.RUN_ENQUEUED]
+        assert db.reactions_to_run("child") == [] and db.requested_runs("child") == []
 
 
 def test_db_copy_moves_history_and_cursors_and_refuses_a_full_target(db, tmp_path, backend):

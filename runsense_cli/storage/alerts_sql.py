@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import alert_tags
 from ..records import Incident, Overdue
-from ..runs import EventType, RunRecord, RunStatus
+from ..runs import EventType, RunRecord, RunStatus, new_run_id
 from .sql import SqlBase
 
 OPEN, RESOLVED = "OPEN", "RESOLVED"
@@ -96,18 +95,18 @@ class AlertsSql(SqlBase):
         return run
 
     def _queue_retry(self, run: RunRecord, moment: float) -> None:
-        retry_id = str(uuid.uuid4())
+        retry_id = new_run_id()
         tags = alert_tags.retry_tags(run.tags, run.run_id)
         self._execute(
             "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
-            " parent_run_id, root_run_id, origin)"
-            " SELECT ?, job_name, location, ?, run_config, ?, ?, run_id, root_run_id, origin"
-            " FROM runs WHERE run_id = ?",
+            " parent_run_id, root_run_id, origin, parent_created_at)"
+            " SELECT ?, job_name, location, ?, run_config, ?, ?, run_id, root_run_id, origin,"
+            " created_at FROM runs WHERE run_id = ?",
             (retry_id, RunStatus.QUEUED.value, json.dumps(tags), moment, run.run_id),
         )
         self._execute(
-            "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
+            " run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 retry_id,
                 EventType.RUN_ENQUEUED.value,
@@ -116,6 +115,7 @@ class AlertsSql(SqlBase):
                 f" run {run.run_id}.",
                 run.job_name,
                 run.location,
+                moment,
             ),
         )
 
@@ -171,8 +171,8 @@ class AlertsSql(SqlBase):
                 return None
             limit_text = f"{limit_seconds:g}s"
             event_id = self._insert_id(
-                "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
+                " run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     EventType.RUN_OVERDUE.value,
@@ -180,6 +180,7 @@ class AlertsSql(SqlBase):
                     f"Run has been {phase} for {overdue:.0f}s, over its limit of {limit_text}.",
                     run.job_name,
                     run.location,
+                    run.created_at,
                 ),
             )
             self._execute(

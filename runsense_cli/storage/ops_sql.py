@@ -15,6 +15,8 @@ from .sql import SqlBase
 
 _CHUNK = 500  # ids per IN (...) list: well under both backends' parameter limits
 _FINISHED = sorted(status.value for status in FINISHED_STATUSES)
+# Events e of run r: a range of events_by_run, keyed by the run's creation time (schema M007).
+_OF_RUN_R = "e.run_created_at = r.created_at AND e.run_id = r.run_id"
 _DONE_REACTIONS = (ReactionState.SUCCESS.value, ReactionState.SKIPPED.value)
 
 
@@ -68,12 +70,13 @@ class OpsSql(SqlBase):
         sql = (
             f"SELECT run_id FROM runs r WHERE r.end_time < ? AND r.status IN ({_marks(_FINISHED)})"
             # A retrying reaction reads the run and its event again.
-            " AND NOT EXISTS (SELECT 1 FROM reactions x WHERE x.run_id = r.run_id AND x.state = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM events e JOIN reactions x ON x.event_id = e.id"
+            f" WHERE {_OF_RUN_R} AND x.state = ?)"
         )
         params: list[object] = [before, *_FINISHED, ReactionState.RETRYING.value]
         if floor is not None:
             # An event above the lowest running cursor is still to be read by some sensor.
-            sql += " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run_id = r.run_id AND e.id > ?)"
+            sql += f" AND NOT EXISTS (SELECT 1 FROM events e WHERE {_OF_RUN_R} AND e.id > ?)"
             params.append(int(floor))
         # An open incident's runs tell its story (first failure, every repeat): keep them.
         sql += (
@@ -87,10 +90,14 @@ class OpsSql(SqlBase):
         events = reactions = 0
         for chunk in _chunks(run_ids):
             marks = _marks(chunk)
-            events += self._execute(f"DELETE FROM events WHERE run_id IN ({marks})", chunk).rowcount
+            # Reactions are found through their events (schema M007), so they go first.
+            of_runs = (
+                f"SELECT e.id FROM runs r JOIN events e ON {_OF_RUN_R} WHERE r.run_id IN ({marks})"
+            )
             reactions += self._execute(
-                f"DELETE FROM reactions WHERE run_id IN ({marks})", chunk
+                f"DELETE FROM reactions WHERE event_id IN ({of_runs})", chunk
             ).rowcount
+            events += self._execute(f"DELETE FROM events WHERE id IN ({of_runs})", chunk).rowcount
             # Their incident snapshots and overdue marks go too (what stays flat with retention).
             self._execute(f"DELETE FROM incident_events WHERE run_id IN ({marks})", chunk)
             self._execute(f"DELETE FROM run_overdue WHERE run_id IN ({marks})", chunk)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..records import Reaction, ReactionState
 from .events_sql import EventsSql
-from .rows import REACTION_COLUMNS, reaction_from_row
+from .rows import REACTION_COLUMNS, RUN_EVENTS, reaction_from_row
 
 
 class ReactionsSql(EventsSql):
@@ -59,8 +59,9 @@ class ReactionsSql(EventsSql):
     def reactions_to_run(self, run_id: str) -> list[Reaction]:
         rows = self._all(
             f"SELECT {REACTION_COLUMNS} FROM reactions r JOIN sensors s ON s.id = r.sensor_id"
-            " WHERE r.run_id = ? ORDER BY r.event_id, s.name",
-            (run_id,),
+            f" WHERE r.event_id IN (SELECT id FROM events WHERE {RUN_EVENTS})"
+            " ORDER BY r.event_id, s.name",
+            (run_id, run_id),
         )
         return [reaction_from_row(row) for row in rows]
 

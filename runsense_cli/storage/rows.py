@@ -30,6 +30,12 @@ RUN_FIELDS = [
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 RUN_COLUMNS_R = ", ".join(f"r.{name}" for name in RUN_FIELDS)
 EVENT_COLUMNS = "id, run_id, event_type, timestamp, message, step_key, level, error"
+# "The events of run ?" (bind the run id twice): one range of `events_by_run`, whose key starts
+# with the run's creation time so that new entries land at its end (schema M007).
+RUN_EVENTS = "run_created_at = (SELECT created_at FROM runs WHERE run_id = ?) AND run_id = ?"
+# The creation time of run ? (a primary-key lookup): it leads `runs_by_parent`'s key, as the run's
+# own creation time leads `events_by_run`'s.
+PARENT_TIME = "(SELECT p.created_at FROM runs p WHERE p.run_id = ?)"
 EVENT_COLUMNS_E = ", ".join(f"e.{name.strip()}" for name in EVENT_COLUMNS.split(","))
 SENSOR_COLUMNS = "id, location, name, status, cursor, started_at, last_tick_at, status_source"
 REACTION_COLUMNS = (

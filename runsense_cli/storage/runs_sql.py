@@ -18,11 +18,14 @@ from ..runs import (
     RunEvent,
     RunRecord,
     RunStatus,
+    new_run_id,
 )
 from .alerts_sql import AlertsSql
 from .rows import (
     EVENT_COLUMNS,
+    PARENT_TIME,
     RUN_COLUMNS,
+    RUN_EVENTS,
     event_from_row,
     run_from_row,
     status_message,
@@ -52,7 +55,7 @@ class RunsSql(AlertsSql):
         now: float | None = None,
     ) -> RunRecord:
         now = time.time() if now is None else now
-        run_id = run_id or str(uuid.uuid4())
+        run_id = run_id or new_run_id()
         worker_pid = pid_of(worker)
         run = RunRecord(
             run_id=run_id,
@@ -75,8 +78,8 @@ class RunsSql(AlertsSql):
             heartbeat = self.db_time() if worker and self.needs_heartbeats else None
             self._execute(
                 "INSERT INTO runs (run_id, job_name, location, status, run_config, tags,"
-                " created_at, parent_run_id, root_run_id, worker_pid, origin, worker, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, parent_run_id, root_run_id, worker_pid, origin, worker, heartbeat_at,"
+                f" parent_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {PARENT_TIME})",
                 (
                     run.run_id,
                     job_name,
@@ -91,6 +94,7 @@ class RunsSql(AlertsSql):
                     origin_json,
                     worker,
                     heartbeat,
+                    parent_run_id,
                 ),
             )
             if status in STATUS_EVENT_TYPES:
@@ -284,7 +288,7 @@ class RunsSql(AlertsSql):
     ) -> int:
         return self._insert_id(
             "INSERT INTO events (run_id, event_type, timestamp, message, step_key, level, error,"
-            " job_name, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " job_name, location, run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run.run_id,
                 event_type.value,
@@ -295,6 +299,7 @@ class RunsSql(AlertsSql):
                 error.to_json() if error else None,
                 run.job_name,
                 run.location,
+                run.created_at,
             ),
         )
 
@@ -379,9 +384,9 @@ class RunsSql(AlertsSql):
 
     def requested_runs(self, run_id: str) -> list[RunRecord]:
         rows = self._all(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ?"
-            f" ORDER BY created_at, {self.run_order}",
-            (run_id,),
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_created_at = {PARENT_TIME}"
+            f" AND parent_run_id = ? ORDER BY created_at, {self.run_order}",
+            (run_id, run_id),
         )
         return [run_from_row(row) for row in rows]
 
@@ -402,7 +407,7 @@ class RunsSql(AlertsSql):
 
     def events_for_run(self, run_id: str) -> list[RunEvent]:
         rows = self._all(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY id", (run_id,)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {RUN_EVENTS} ORDER BY id", (run_id, run_id)
         )
         return [event_from_row(row) for row in rows]
 
@@ -416,8 +421,8 @@ class RunsSql(AlertsSql):
 
     def status_event_for_run(self, run_id: str, event_type: EventType) -> RunEvent | None:
         row = self._one(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND event_type = ?"
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {RUN_EVENTS} AND event_type = ?"
             " ORDER BY id DESC LIMIT 1",
-            (run_id, event_type.value),
+            (run_id, run_id, event_type.value),
         )
         return event_from_row(row) if row else None

@@ -240,6 +240,27 @@ M006_LISTINGS = """
 CREATE INDEX IF NOT EXISTS runs_by_job_status ON runs (job_name, status, created_at{order_key})
 """
 
+# Issue 9: every index a tick writes to grows at its end. `events_by_run` and `reactions_by_run` were
+# keyed by run ids (random uuid4s), so a page of 1,000 reactions dirtied ~1,400 index pages spread
+# over the whole history (each written to the WAL, then checkpointed): a tick's cost per reaction
+# grew with the history. Events now carry their run's creation time, which leads the run index, so
+# a backlog's write-backs and a new run's first event land beside their neighbours'; a run's
+# reactions are found through its events; requested runs are indexed by their parent's creation
+# time the same way (`runs_by_parent` was keyed by the parent's id).
+M007_APPEND_INDEXES = """
+ALTER TABLE events ADD COLUMN run_created_at {real};
+UPDATE events SET run_created_at = (SELECT created_at FROM runs WHERE runs.run_id = events.run_id);
+DROP INDEX events_by_run;
+CREATE INDEX events_by_run ON events (run_created_at, run_id, id);
+DROP INDEX reactions_by_run;
+CREATE INDEX reactions_by_event ON reactions (event_id);
+ALTER TABLE runs ADD COLUMN parent_created_at {real};
+UPDATE runs SET parent_created_at = (SELECT p.created_at FROM runs p WHERE p.run_id = runs.parent_run_id)
+    WHERE parent_run_id IS NOT NULL;
+DROP INDEX runs_by_parent;
+CREATE INDEX runs_by_parent ON runs (parent_created_at, parent_run_id)
+"""
+
 MIGRATIONS: list[str] = [
     M001_INITIAL,
     M002_SEVERAL_HOSTS,
@@ -247,6 +268,7 @@ MIGRATIONS: list[str] = [
     M004_ALERTS,
     M005_TICK_COUNTS,
     M006_LISTINGS,
+    M007_APPEND_INDEXES,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,6 +13,7 @@ from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
 from ..runs import EventType, RunStatus
 from .reactions_sql import ReactionsSql
 from .rows import (
+    PARENT_TIME,
     SENSOR_COLUMNS,
     TICK_COLUMNS,
     sensor_from_row,
@@ -234,8 +235,8 @@ class SensorsSql(ReactionsSql):
                 reaction_rows,
             )
             self._executemany(
-                "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
+                " run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         w.run_id,
@@ -244,6 +245,7 @@ class SensorsSql(ReactionsSql):
                         w.message,
                         w.job_name,
                         w.location,
+                        w.run_created_at,
                     )
                     for w in write_backs
                 ],
@@ -287,7 +289,8 @@ class SensorsSql(ReactionsSql):
 
         self._executemany(
             "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
-            " parent_run_id, root_run_id, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " parent_run_id, root_run_id, origin, parent_created_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {PARENT_TIME})",
             [
                 (
                     r.run_id,
@@ -300,13 +303,14 @@ class SensorsSql(ReactionsSql):
                     r.parent_run_id,
                     r.root_run_id,
                     origin_json(r.origin),
+                    r.parent_run_id,
                 )
                 for r in new_runs
             ],
         )
         self._executemany(
-            "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
+            " run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.run_id,
@@ -315,6 +319,7 @@ class SensorsSql(ReactionsSql):
                     f'Run of "{r.job_name}" queued by sensor "{r.tags.get("runsense/sensor", "")}".',
                     r.job_name,
                     r.location,
+                    now,
                 )
                 for r in new_runs
             ],

@@ -48,6 +48,7 @@ class WriteBack:
     job_name: str
     location: str
     message: str
+    run_created_at: float  # leads the events' run index (schema M007)
 
 
 class PageResult(str, enum.Enum):

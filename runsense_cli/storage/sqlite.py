@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import StorageError
 from ..home import DB_FILENAME, resolve_home
+from .checkpointer import WalCheckpointer
 from .ops_sql import OpsSql
 from .runs_sql import RunsSql
 from .schema import SCHEMA_VERSION, SQLITE
@@ -56,6 +57,8 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
         self.memory = memory
         self._file_key: tuple[int, int] | None = None
         self._listener: WakeListener | None = None
+        self._bulk_commits: int | None = None  # commits inside bulk_writes()
+        self._checkpointer: WalCheckpointer | None = None
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -207,14 +210,29 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
         # The same index pages are read again page after page: SQLite's default 2 MB cache holds
         # a fraction of them, so each page read them back through the OS. A bigger cache for the
         # tick only (given back after it, so an idle daemon stays small).
+        # From its second page on, a big tick leaves checkpoints to a thread of their own
+        # (checkpointer.py), on the other core; the autocheckpoint stays as a backstop.
         cache = self.conn.execute("PRAGMA cache_size").fetchone()[0]
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES}")
         self.conn.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+        self._bulk_commits = 0
         try:
             yield
         finally:
+            self._bulk_commits = None
+            checkpointer, self._checkpointer = self._checkpointer, None
+            if checkpointer is not None:
+                checkpointer.stop()
             self.conn.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default
             self.conn.execute(f"PRAGMA cache_size = {int(cache)}")
+
+    def _commit(self) -> None:
+        super()._commit()
+        if self._bulk_commits is not None:
+            self._bulk_commits += 1
+            if self._bulk_commits == 2 and not self.memory and self._checkpointer is None:
+                self._checkpointer = WalCheckpointer(str(self.path))
+                self._checkpointer.start()
 
     # -- driver hooks ------------------------------------------------------------------------
 
