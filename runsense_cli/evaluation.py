@@ -131,16 +131,18 @@ class SensorEvaluator(Reacting):
         lease_wait: float = LEASE_WAIT_S,
         should_stop: Callable[[], bool] | None = None,
         token: str | None = None,
+        holder: str | None = None,
     ) -> TickResult:
         """Handle every due retry and every waiting event of `sensor`, then record the tick.
 
         `should_stop` is asked between pages, so a daemon asked to stop finishes the page it is on
         and leaves the rest for the next tick. `token` names the lease (a tick process's parent
-        chooses it, to fail the reactions of a call that ended the process).
+        chooses it, to fail the reactions of a call that ended the process), and `holder` the
+        process that answers for the lease (that parent: see TickCommand.holder).
         """
         state = self.state(sensor)
         token = token or uuid.uuid4().hex
-        lease = TickLease.acquire(self.storage, state, token, lease_wait)
+        lease = TickLease.acquire(self.storage, state, token, lease_wait, holder)
         try:
             with self.storage.bulk_writes():
                 return self._tick_locked(sensor, lease, should_stop or (lambda: False))

@@ -93,10 +93,21 @@ class TickLease:
                 keeper.close()
 
     @classmethod
-    def acquire(cls, storage: Storage, state: SensorState, token: str, wait: float) -> TickLease:
-        """Take the sensor's lease, waiting up to `wait` seconds for another tick to finish."""
+    def acquire(
+        cls,
+        storage: Storage,
+        state: SensorState,
+        token: str,
+        wait: float,
+        holder: str | None = None,
+    ) -> TickLease:
+        """Take the sensor's lease, waiting up to `wait` seconds for another tick to finish.
+
+        `holder` names the process that answers for the lease (default: this one); another
+        process may take it over at once only when that process is dead.
+        """
         deadline = time.monotonic() + wait
-        holder = str(current())
+        holder = holder or str(current())
         ttl = lease_ttl()
         while not storage.acquire_lease(state.sensor_id, token, ttl, holder):
             if time.monotonic() >= deadline:

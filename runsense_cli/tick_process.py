@@ -27,6 +27,7 @@ from . import parent_fds
 from .call_watch import CallInFlight, CallWatch
 from .errors import LeaseLostError, RunsenseError
 from .evaluation import SensorEvaluator
+from .identity import current
 from .leases import LEASE_WAIT_S, lease_ttl
 from .outcomes import TickResult
 from .records import Tick, TickStatus
@@ -62,6 +63,7 @@ class TickWorker:
         self.job: TickJob | None = None
         self.last_used = time.monotonic()
         self.retired_at: float | None = None
+        self.identity = str(current())  # the lease's holder for its ticks (TickCommand.holder)
         libc()  # loaded here, once, not in every child
         commands_r, commands_w = os.pipe()
         results_r, results_w = os.pipe()
@@ -86,7 +88,9 @@ class TickWorker:
     def begin(self, job: TickJob, lease_wait: float) -> None:
         self.job = job
         with contextlib.suppress(OSError):  # dead: the next collect reaps it and its job
-            send_frame(self.commands, TickCommand(job.sensor.name, job.token, lease_wait))
+            send_frame(
+                self.commands, TickCommand(job.sensor.name, job.token, lease_wait, self.identity)
+            )
 
     def retire(self) -> None:
         """No more ticks: it ends once the one in progress, if any, is reported."""

@@ -49,6 +49,10 @@ class TickCommand:
     sensor: str
     token: str  # the lease's token, chosen by the parent so it can commit for a dead child
     lease_wait: float
+    # The parent's identity, recorded as the lease's holder: when this process dies, no other
+    # process takes the sensor over before the parent has failed the call that killed it (it
+    # would call that event again as new); if the parent dies too, the lease is free at once.
+    holder: str
 
 
 # -- frames ------------------------------------------------------------------------------------
@@ -171,6 +175,7 @@ def _tick(evaluator: SensorEvaluator, command: TickCommand, stop: threading.Even
             lease_wait=command.lease_wait,
             should_stop=stop.is_set,
             token=command.token,
+            holder=command.holder,
         )
     except SensorBusyError as exc:
         return TickEnd(name, error=str(exc), busy=True)

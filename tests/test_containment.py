@@ -525,3 +525,55 @@ def test_a_cursor_moved_back_replays_what_succeeded(home: Path, tmp_path: Path):
     assert moved.returncode == 0, moved.stderr
     again = run_cli(home, path, "sensor", "tick", "plain")
     assert again.returncode == 0 and "1 reaction(s)" in again.stdout, again.stdout
+
+
+def test_a_dead_tick_process_s_sensor_waits_for_its_parent_to_fail_the_call(
+    home: Path, tmp_path: Path
+):
+    """Given a sensor function that ends its tick process (os._exit), then before the parent has
+    failed that call, no other process can take the sensor over (it would call the event again
+    as new); once the parent has, the lease is free and the event waits for its retry."""
+    from runsense_cli import tick_process
+    from runsense_cli.evaluation import SensorEvaluator
+    from runsense_cli.identity import ProcessId
+    from runsense_cli.project import find_project, load_project
+    from runsense_cli.storage import open_storage
+
+    path = write_project(tmp_path / "proj", ["os_exit_7"])
+    definitions = load_project(find_project(file=str(path)))
+    storage = open_storage(home)
+    evaluator = SensorEvaluator(storage, definitions, None)
+    evaluator.register_sensors()
+    assert run_cli(home, path, "run", "watched_job").returncode == 0
+    sensor = definitions.sensors["os_exit_7"]
+    sensor_id = storage.sensor_state(evaluator.location, sensor.name).sensor_id
+    other = open_storage(home)
+    # Another live process on this host, as `runsense sensor tick` would be.
+    bystander = subprocess.Popen(["sleep", "30"])
+    supervisor = tick_process.TickSupervisor()
+    try:
+        supervisor.start(evaluator, sensor)
+        pid = supervisor.workers[sensor.name].pid
+        wait_until(lambda: _state(pid) == " Z ", timeout=10)  # dead, not yet reaped by its parent
+        holder = str(ProcessId.of(bystander.pid))
+        assert not other.acquire_lease(sensor_id, "bystander", 15, holder)
+        ends = []
+        supervisor.run_all(ends.append)
+        assert ends and ends[0].result is not None, ends
+        assert other.acquire_lease(sensor_id, "bystander", 15, holder)
+        [(state, attempts, error, _)] = query(home, REACTIONS, sensor.name)
+        assert (state, attempts) == ("RETRYING", 1) and "exit code 7" in error
+    finally:
+        supervisor.stop(2)
+        bystander.kill()
+        bystander.wait()
+        other.close()
+        storage.close()
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc, spaced (" Z " for a zombie, or for one gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+    except OSError:
+        return " Z "
