@@ -158,7 +158,7 @@ def rerun(
         )
     job = definitions.get_job(run.job_name)
     request = rerun_request(run)
-    execute_here(
+    code = execute_here(
         state,
         job,
         request["run_config"],
@@ -169,6 +169,7 @@ def rerun(
         parent_run_id=request["parent_run_id"],
         root_run_id=request["root_run_id"],
     )
+    raise typer.Exit(code)
 
 
 @runs_app.command("delete", cls=RunsenseCommand)
