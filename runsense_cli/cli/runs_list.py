@@ -5,6 +5,8 @@ No Typer here: the fast path (cli/fast.py) lists runs without importing it.
 
 from __future__ import annotations
 
+import sys
+
 from ..errors import RunsenseError
 from ..runs import parse_status
 from ..text import clean
@@ -24,10 +26,15 @@ def list_runs(
     if as_json:
         render.print_json([render.run_json(run) for run in runs])
         return
+    from .plain import LineWriter, table_text  # piped, neither needs rich
+
     if runs:
-        render.console().print(render.runs_table(runs))
+        text = table_text(render.RUNS_HEADERS, [render.runs_cells(run) for run in runs])
+        if text is None:
+            render.console().print(render.runs_table(runs))
+        else:
+            sys.stdout.write(text)
         return
-    from .plain import LineWriter  # a line, not a table: no need to import rich for it
 
     if job is None and wanted is None:
         LineWriter().print(("No runs yet. Start one with: runsense run JOB", None))
