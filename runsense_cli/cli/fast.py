@@ -193,12 +193,15 @@ def _invoke(call: PlainCall) -> int:
             # RunsenseGroup.invoke, then RunsenseCommand.invoke: each level's global options.
             for level in (call.root, call.params):
                 state.apply(**{o.field: level.pop(o.param_name) for o in GLOBAL_OPTIONS})
-            return _run(call, state)
+            code = _run(call, state)
         except RunsenseError as exc:
             report(state, exc)
-            return exc.exit_code
+            code = exc.exit_code
         finally:
             state.close()
+        if call.command != ("run",) and not state.project_loaded:
+            _leave_the_heap_to_the_os()
+        return code
     except EOFError:
         sys.stderr.write("\nAborted!\n")
         return 1
@@ -233,6 +236,17 @@ def _run(call: PlainCall, state: Any) -> int:
 
     list_runs(state, params["job"], params["status"], params["limit"], params["as_json"])
     return 0
+
+
+def _leave_the_heap_to_the_os() -> None:
+    """The process exits next, and at exit Python's collector walks every object of the ~300
+    modules loaded once more: ~20 ms of `runs list` on PostgreSQL (psycopg's objects), ~5 ms on
+    SQLite. Frozen, they are skipped, and the OS frees the memory. Only where no user code ran
+    (the project was never imported): an unreachable object of theirs in a reference cycle, say
+    an unclosed file, would not be finalized either."""
+    import gc
+
+    gc.freeze()
 
 
 class _PacifyFlush:

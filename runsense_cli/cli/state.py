@@ -106,6 +106,11 @@ class CliState:
         return self._definitions
 
     @property
+    def project_loaded(self) -> bool:
+        """Whether the user's project was imported here (so its code may have run)."""
+        return self._definitions is not None
+
+    @property
     def storage(self) -> Storage:
         """The home's storage; opening it registers the project's sensors (first sight only)."""
         if self._storage is None:
