@@ -268,3 +268,26 @@ def test_a_plain_piped_run_imports_neither_typer_nor_rich(project, env):
     listed = process(["-f", path, "runs", "list", "--json"], env)
     assert listed.returncode == 0, listed.stderr
     assert listed.stderr.rpartition("\nMODULES ")[2].split() == []
+
+
+@pytest.mark.slow
+def test_the_users_objects_are_still_finalized_at_exit(project, env, tmp_path):
+    """`runs list` freezes its own objects for the collector (cli/fast.py), never the user's: a
+    project object that only the collector can free (it is in a reference cycle) is finalized
+    at exit, as without the fast path."""
+    marker = tmp_path / "finalized"
+    path = str(
+        project(
+            PROJECT
+            + "\nclass Marker:\n"
+            + "    def __del__(self, open=open):  # builtins are gone by then\n"
+            + f"        open({str(marker)!r}, 'w').write('yes')\n"
+            + "marker = Marker()\n"
+            + "marker.itself = marker\n"
+        )
+    )
+    # No run of ok_job FAILED, so --job is checked against the project, which is imported.
+    done = process(["-f", path, "runs", "list", "--job", "ok_job", "--status", "failure"], env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "No runs of ok_job with status FAILURE.\n"
+    assert marker.read_text() == "yes"
