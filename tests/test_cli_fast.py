@@ -209,8 +209,16 @@ def env(home: Path) -> dict[str, str]:
     return environment
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, env: dict[str, str]) -> str:
+    """The home's SQLite file, or a fresh PostgreSQL database through RUNSENSE_DATABASE_URL."""
+    if request.param == "postgres":
+        env["RUNSENSE_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    return request.param
+
+
 @pytest.mark.slow
-def test_the_fast_path_prints_what_the_typer_app_prints(project, env):
+def test_the_fast_path_prints_what_the_typer_app_prints(project, env, database):
     path = str(project(PROJECT))
     other = str(project("raise SystemExit('not this one')\n"))
     cases = [
