@@ -6,7 +6,6 @@ Shared by the Typer app (cli/errors.py) and the fast path (cli/fast.py); imports
 from __future__ import annotations
 
 import sys
-import traceback
 
 from ..errors import DamagedRowError
 from .state import CliState
@@ -17,6 +16,8 @@ def report(state: CliState | None, exc: BaseException) -> None:
     if isinstance(exc, DamagedRowError) and state is not None and state.opened is not None:
         exc = exc.located(state.opened.description)
     if state is not None and state.verbose:
+        import traceback
+
         # print_exception already tells the whole chain ("The above exception was the direct
         # cause..."), so the cause is never printed a second time.
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)

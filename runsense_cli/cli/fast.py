@@ -184,7 +184,6 @@ def _invoke(call: PlainCall) -> int:
     order: RunsenseError → one line and its code, then the storage closed; Ctrl-C → 130; EOF →
     `Aborted!`; a closed pipe → 1, quietly."""
     from ..errors import RunsenseError
-    from .failure import report
     from .state import CliState
 
     state = CliState()
@@ -197,6 +196,8 @@ def _invoke(call: PlainCall) -> int:
                 state.apply(**{o.field: level.pop(o.param_name) for o in GLOBAL_OPTIONS})
             code = _run(call, state)
         except RunsenseError as exc:
+            from .failure import report
+
             report(state, exc)
             code = exc.exit_code
         finally:
