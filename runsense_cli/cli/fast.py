@@ -16,6 +16,7 @@ parsers agree, against the Typer commands' own parameters.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ def _invoke(call: PlainCall) -> int:
 
     state = CliState()
     if call.command == ("runs", "list"):
+        gc.disable()  # until _freeze_own_objects: importing psycopg sets off ~60 collections
         state.before_user_code = _freeze_own_objects  # or at the end, if no user code runs
     try:
         try:
@@ -243,14 +245,14 @@ def _run(call: PlainCall, state: Any) -> int:
 
 def _freeze_own_objects() -> None:
     """At exit Python's collector walks every object of the ~300 modules loaded once more: ~20 ms
-    of `runs list` on PostgreSQL (psycopg's objects), ~4 ms on SQLite. `runs list` freezes what
-    it made itself before its process exits, or before the user's project is imported (only to
-    check --job): the collector skips those, and the OS frees them. The user's objects are not
-    frozen, so at exit they are collected and finalized as before (a module-level temporary file
-    still deletes itself)."""
-    import gc
-
+    of `runs list` on PostgreSQL (psycopg's objects), ~4 ms on SQLite; and while they are
+    imported it walks them again and again. `runs list` runs with the collector off, then
+    freezes what it made itself before its process exits, or before the user's project is
+    imported (only to check --job): the collector skips those, and the OS frees them. The user's
+    objects run with the collector on and are not frozen, so they are collected and finalized
+    as before (a module-level temporary file still deletes itself at exit)."""
     gc.freeze()
+    gc.enable()
 
 
 class _PacifyFlush:
