@@ -163,3 +163,54 @@ def test_on_an_80_column_terminal_ids_names_statuses_and_times_stay_whole(home, 
     assert all(len(line) <= 80 for line in lines)
     assert re.search(r"│ [0-9a-f]{8} │ status_reporting_job │ SUCCESS │ \d\d:\d\d:\d\d │", row)
     assert "…" in row  # the trigger gave way
+
+
+def test_piped_runs_tables_drawn_without_rich_are_the_ones_rich_draws(capsys):
+    """plain.table_text stands in for rich on a pipe (runs list): the same text, for cells of
+    any plain ASCII, and None (rich draws it) for anything else."""
+    import random
+    import string
+    import time
+
+    from runsense_cli.cli import render
+    from runsense_cli.cli.plain import table_text
+    from runsense_cli.runs import RunRecord, RunStatus
+
+    rng = random.Random(7)
+    plain = string.printable[:95]  # every printable ASCII character, space included
+
+    def text(alphabet: str, most: int = 14) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, most)))
+
+    def runs(alphabet: str) -> list[RunRecord]:
+        now = time.time()
+        return [
+            RunRecord(
+                f"{rng.getrandbits(32):08x}-run",
+                text(alphabet),
+                rng.choice(list(RunStatus)),
+                "loc",
+                tags=rng.choice([{}, {"runsense/launched_by": text(alphabet)}]),
+                created_at=now - rng.uniform(0, 5 * 86400),
+                start_time=rng.choice([None, now - rng.uniform(0, 5 * 86400)]),
+                end_time=now,
+            )
+            for _ in range(rng.randint(1, 6))
+        ]
+
+    def drawn(batch: list[RunRecord]) -> tuple[str | None, str]:
+        cells = [render.runs_cells(run) for run in batch]
+        render.console().print(render.runs_table(batch))
+        return table_text(render.RUNS_HEADERS, cells), capsys.readouterr().out
+
+    compared = 0
+    for _ in range(300):
+        mine, theirs = drawn(runs(plain))
+        if mine is not None:
+            compared += 1
+            assert mine == theirs
+    assert compared > 50  # cells with [ ] or \ are rich's to draw; the rest were compared
+    for odd in ("tab\there", "wide 表", "e\u0301", "[bold]x[/bold]", "back\\"):
+        batch = runs("ab")
+        batch[0] = RunRecord(batch[0].run_id, odd, RunStatus.SUCCESS, "loc", created_at=1.0)
+        assert drawn(batch)[0] is None

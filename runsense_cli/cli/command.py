@@ -2,51 +2,18 @@
 
 `runsense --home DIR runs list` and `runsense runs list --home DIR` mean the same: the root group
 and every command take the options of `GLOBAL_OPTIONS`, and whichever level gives one sets it on
-the shared `CliState`. A new global option (say `--database-url`) is one more row here and one
-more field of `CliState.apply`.
+the shared `CliState`. A new global option is one more row of `GLOBAL_OPTIONS` (cli/options.py)
+and one more field of `CliState.apply`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from typer.core import TyperCommand, TyperOption
 
+from .options import GLOBAL_OPTIONS
 from .state import CliState
-
-
-@dataclass(frozen=True)
-class GlobalOption:
-    field: str  # the keyword of CliState.apply
-    decls: tuple[str, ...]
-    help: str
-    metavar: str | None = None  # None: a flag
-
-    @property
-    def param_name(self) -> str:
-        # Prefixed, so a command's own parameter of the same name never collides.
-        return f"global_{self.field}"
-
-
-GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
-    GlobalOption("file", ("--file", "-f"), "Python file holding the Definitions.", "FILE"),
-    GlobalOption("module", ("--module", "-m"), "Module holding the Definitions.", "MODULE"),
-    GlobalOption(
-        "home",
-        ("--home",),
-        "State directory (default: $RUNSENSE_HOME or the user data dir).",
-        "DIR",
-    ),
-    GlobalOption(
-        "database_url",
-        ("--database-url",),
-        "postgresql://... or sqlite:///... (default: $RUNSENSE_DATABASE_URL, the settings'"
-        " database_url, else runsense.db in the home).",
-        "URL",
-    ),
-    GlobalOption("verbose", ("--verbose", "-v"), "Show tracebacks."),
-)
 
 
 def global_params() -> list[TyperOption]:

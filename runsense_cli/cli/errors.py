@@ -1,16 +1,16 @@
-"""One clear line for every problem the user can fix; a traceback only with --verbose."""
+"""The root group of the Typer app: global options, and a RunsenseError as one line and an exit
+code (cli/failure.py)."""
 
 from __future__ import annotations
 
-import sys
-import traceback
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from ..errors import DamagedRowError, RunsenseError
+from ..errors import RunsenseError
 from .command import apply_global_options, global_params
+from .failure import report
 from .state import CliState
 
 
@@ -37,14 +37,5 @@ class RunsenseGroup(TyperGroup):
 
 
 def fail(ctx: Any, exc: BaseException, code: int) -> None:
-    state = ctx.find_object(CliState)
-    if isinstance(exc, DamagedRowError) and state is not None and state.opened is not None:
-        exc = exc.located(state.opened.description)
-    if state is not None and state.verbose:
-        # print_exception already tells the whole chain ("The above exception was the direct
-        # cause..."), so the cause is never printed a second time.
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"Error: {exc}\n")
-    if state is not None:
-        state.close()
+    report(ctx.find_object(CliState), exc)
     raise typer.Exit(code)

@@ -1,15 +1,20 @@
-"""Lines of plain text written without importing rich where rich would print them unchanged.
+"""Lines and tables of plain text written without importing rich where rich would print them
+unchanged.
 
 A line is (text, style) parts. Piped (not a terminal), rich only drops the styles again, so such
-lines skip rich, which is a fifth of a one-op `runsense run` (SPEC §8: ≤ 0.12 s). Text rich would
-change (tabs, control characters, a line wider than a pipe) still goes through rich, and so does
-everything on a terminal: the output is the same either way.
+lines skip rich, which is a fifth of a one-op `runsense run` (SPEC §8: ≤ 0.12 s). A table of plain
+ASCII cells, piped, is the box rich draws around cells as wide as their content, drawn here: a
+sixth of `runs list` on PostgreSQL (SPEC §8: ≤ 0.2 s). Text rich would change (tabs, control
+characters, wide characters, markup's brackets and backslashes, a line wider than a pipe) still
+goes through rich, and so does everything on a terminal: the output is the same either way
+(tests/test_output_pipes.py compares the two).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from . import render
@@ -52,6 +57,46 @@ class LineWriter:
         if self._console is None:
             self._console = render.console(stderr=self.stderr)
         self._console.print(Text.assemble(*parts))
+
+
+# rich's box.HEAVY_HEAD, every runsense table's: (left, fill, between, right) of the top rule, the
+# header row, the rule under it, a body row and the bottom rule.
+_BOX = ("┏━┳┓", "┃ ┃┃", "┡━╇┩", "│ ││", "└─┴┘")
+
+
+def table_text(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str | None:
+    """What rich prints on a pipe for a table of these cells, as render.keep_whole sizes it (cells
+    left-aligned with one space of padding, each column as wide as its widest cell, which must be
+    at least its min_width), or None where rich may print something else: on a terminal, in an
+    encoding other than UTF-8, or for a cell that is not plain ASCII."""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower()
+    if is_terminal(stream) or not encoding.startswith("utf"):
+        return None
+    cells = [headers, *rows]
+    if not all(_plain_cell(cell) for row in cells for cell in row):
+        return None
+    widths = [max(len(row[i]) for row in cells) + 2 for i in range(len(headers))]
+    if sum(widths) + len(widths) + 1 > render.PIPE_WIDTH:
+        return None
+
+    def rule(box: str) -> str:
+        return box[0] + box[2].join(box[1] * width for width in widths) + box[3]
+
+    def line(box: str, row: Sequence[str]) -> str:
+        inner = box[2].join(
+            f" {cell.ljust(width - 2)} " for cell, width in zip(row, widths, strict=True)
+        )
+        return box[0] + inner + box[3]
+
+    top, head, under, body, bottom = _BOX
+    lines = [rule(top), line(head, headers), rule(under), *(line(body, r) for r in rows)]
+    return "\n".join([*lines, rule(bottom)]) + "\n"
+
+
+def _plain_cell(text: str) -> bool:
+    # rich reads [ ] and \\ as markup (a trailing backslash even shows doubled).
+    return text.isascii() and text.isprintable() and not any(c in text for c in "[]\\")
 
 
 def _unchanged_by_rich(text: str) -> bool:

@@ -332,25 +332,33 @@ def keep_whole(table: Any, columns: list[int], flexible: int | list[int] | None 
     return table
 
 
+RUNS_HEADERS = ("run id", "job", "status", "start", "duration", "trigger")
+
+
+def runs_cells(run: RunRecord) -> tuple[str, ...]:
+    """A run's row of the runs table as plain text (`runs_table` escapes what the user named)."""
+    start = local_time(run.start_time or run.created_at)
+    return (
+        run.run_id[:8],
+        run.job_name,
+        run.status.value,
+        start,
+        duration(run.duration),
+        run.trigger,
+    )
+
+
 def runs_table(runs: list[RunRecord]) -> Any:
     from rich.table import Table
 
     table = Table(title=None, header_style="bold")
-    # On a terminal, ids, names, statuses and times never fold; the trigger is cut with "…".
-    table.add_column("run id", no_wrap=True)
-    table.add_column("job", no_wrap=True)
-    for column in ("status", "start", "duration"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("trigger", overflow="ellipsis", no_wrap=True, min_width=5)
-    for run in runs:
-        table.add_row(
-            run.run_id[:8],
-            lit(run.job_name),
-            styled(run.status.value),
-            local_time(run.start_time or run.created_at),
-            duration(run.duration),
-            lit(run.trigger),
-        )
+    # On a terminal, ids, names, statuses and times never fold; the trigger is cut with "…" (its
+    # min_width is under its header's width: plain.table_text draws this table on a pipe).
+    for header in RUNS_HEADERS[:-1]:
+        table.add_column(header, no_wrap=True)
+    table.add_column(RUNS_HEADERS[-1], overflow="ellipsis", no_wrap=True, min_width=5)
+    for run_id, job, status, start, took, trigger in map(runs_cells, runs):
+        table.add_row(run_id, lit(job), styled(status), start, took, lit(trigger))
     return keep_whole(table, [0, 1, 2, 3, 4], flexible=5)
 
 

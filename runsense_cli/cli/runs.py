@@ -1,13 +1,12 @@
 """`runsense runs list` and `runsense runs show`."""
 
 # No `from __future__ import annotations` here: Typer would turn every string annotation of every
-# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
+# command back into objects with eval at each start (~10 ms of every Typer command).
 
 from typing import Annotated
 
 import typer
 
-from ..errors import RunsenseError
 from ..text import clean
 from ..values import MAX_INT64
 from . import complete, render
@@ -15,7 +14,6 @@ from .app_state import state_of
 from .command import RunsenseCommand
 from .incidents import incident_json, incident_line
 from .render import lit
-from .state import CliState
 
 runs_app = typer.Typer(
     help="""Inspect runs.
@@ -68,49 +66,9 @@ def list_runs(
       runsense runs list --status failed
       runsense runs list --job etl_job --limit 5 --json
     """
-    from ..runs import parse_status  # here, not at import: keeps `runsense --help` fast
+    from .runs_list import list_runs as show_runs
 
-    wanted = parse_status(status) if status is not None else None
-    state = state_of(ctx)
-    # clean(): an argument that is not UTF-8 (surrogate-escaped) cannot be a query parameter.
-    runs = state.reader.list_runs(clean(job) if job else job, wanted, limit or None)
-    if job is not None and not runs:
-        _check_job(state, job)
-    if as_json:
-        render.print_json([render.run_json(run) for run in runs])
-        return
-    if runs:
-        render.console().print(render.runs_table(runs))
-        return
-    from .plain import LineWriter  # a line, not a table: no need to import rich for it
-
-    if job is None and wanted is None:
-        LineWriter().print(("No runs yet. Start one with: runsense run JOB", None))
-    else:
-        which = " ".join(
-            part
-            for part in (
-                f"of {job}" if job else "",
-                f"with status {wanted.value}" if wanted else "",
-            )
-            if part
-        )
-        LineWriter().print((f"No runs {which}.", None))
-
-
-def _check_job(state: CliState, job: str) -> None:
-    """An unknown --job is an error naming it: checked against the project's jobs, or the
-    jobs seen in the database when no project can be loaded here."""
-    from ..errors import ProjectError, suggest
-
-    try:
-        known = list(state.definitions.jobs)
-        where = "`runsense jobs` lists them"
-    except ProjectError:
-        known = state.reader.job_names()
-        where = "`runsense runs list` shows the jobs that have runs"
-    if job not in known:
-        raise RunsenseError(f"unknown job '{job}'", suggest(job, known) or where)
+    show_runs(state_of(ctx), job, status, limit, as_json)
 
 
 @runs_app.command("show", cls=RunsenseCommand)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from ..home import resolve_home
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..definitions import Definitions
     from ..evaluation import SensorEvaluator
     from ..launcher import RunLauncher
@@ -30,6 +32,8 @@ class CliState:
     verbose: bool = False
     database_url_option: str | None = None
     long_running: bool = False  # the daemon: retry a lost database forever, not for 30 s
+    # Called once, just before the user's project is imported (the fast path's gc.freeze).
+    before_user_code: Callable[[], None] | None = field(default=None, repr=False)
     _settings: Settings | None = field(default=None, repr=False)
     _ref: ProjectRef | None = field(default=None, repr=False)
     _definitions: Definitions | None = field(default=None, repr=False)
@@ -97,6 +101,10 @@ class CliState:
     def definitions(self) -> Definitions:
         if self._definitions is None:
             import contextlib
+
+            if self.before_user_code is not None:
+                self.before_user_code, call = None, self.before_user_code
+                call()
 
             from ..project import load_project
 

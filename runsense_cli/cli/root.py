@@ -1,12 +1,12 @@
-"""The root command: `init`, `run`, `jobs` and `daemon`; `runs` and `sensor` are groups.
+"""The Typer app (`app`) and its root commands: `init`, `run`, `jobs` and `daemon`; `runs` and
+`sensor` are groups.
 
 Global options (-f, -m, --home, -v) come from RunsenseGroup and RunsenseCommand (cli/command.py).
 """
 
 # No `from __future__ import annotations` here: Typer would turn every string annotation of every
-# command back into objects with eval at each start (10 ms of a one-op `runsense run`).
+# command back into objects with eval at each start (~10 ms of every Typer command).
 
-import json
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +14,6 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__
-from ..errors import ConfigError, RunsenseError
-from ..values import MAX_NESTING, RESERVED_TAG_PREFIX, check_json
 from . import complete
 from .app_state import state_of
 from .command import RunsenseCommand
@@ -135,117 +133,10 @@ def run(
       runsense run etl_job --config run.toml --tag team=data
       runsense run etl_job --queue
     """
-    from ..config import validate_run_config
+    from .run_here import run_job
 
-    state = state_of(ctx)
-    job = state.definitions.get_job(job_name)
-    run_config = validate_run_config(job, _load_run_config(config, config_json))
-    from .run_here import execute_here
-
-    execute_here(state, job, run_config, _parse_tags(tag or []), queue=queue, as_json=as_json)
-
-
-def _load_run_config(path: Path | None, inline: str | None) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    if path is not None:
-        config = _read_config_file(path)
-    if inline is not None:
-        try:
-            extra = json.loads(inline)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"--config-json is not valid JSON: {exc}",
-                "quote it for the shell: --config-json '{...}'",
-            ) from None
-        except RecursionError:
-            raise _too_deep("--config-json") from None
-        if not isinstance(extra, dict):
-            raise ConfigError("--config-json must be a JSON object")
-        config = _merge(config, check_json(extra, "--config-json"))
-    return config
-
-
-def _too_deep(where: str) -> ConfigError:
-    return ConfigError(f"{where}: nested more than {MAX_NESTING} levels deep", "flatten it")
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror}", "check the path given to --config"
-        ) from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        elif suffix == ".toml":
-            data = _toml_loads(text.decode())
-        elif suffix in (".yaml", ".yml"):
-            data = _yaml_loads(text.decode())
-        else:
-            raise ConfigError(f"config file {path} must end in .json, .toml or .yaml")
-    except ConfigError:
-        raise
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except RecursionError:
-        raise _too_deep(f"config file {path}") from None
-    except Exception as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            f"config file {path} is not valid {suffix[1:].upper()}: {detail}", "fix its syntax"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return check_json(data, f"config file {path}")
-
-
-def _toml_loads(text: str) -> Any:
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib.loads(text)
-
-
-def _yaml_loads(text: str) -> Any:
-    try:
-        import yaml  # type: ignore[import-untyped]
-    except ImportError:
-        raise ConfigError(
-            "reading YAML config needs PyYAML", "pip install pyyaml, or use .json / .toml"
-        ) from None
-    return yaml.safe_load(text)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _parse_tags(pairs: list[str]) -> dict[str, str]:
-    tags = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise RunsenseError(f"--tag '{pair}' is not key=value", "e.g. --tag team=data")
-        if key.startswith(RESERVED_TAG_PREFIX):
-            # runsense reads them back (runsense/depth guards against sensor loops).
-            raise RunsenseError(
-                f"--tag '{pair}': tags starting with '{RESERVED_TAG_PREFIX}' are runsense's own",
-                "choose another key",
-            )
-        tags[key] = value
-    return tags
+    code = run_job(state_of(ctx), job_name, config, config_json, tag, queue=queue, as_json=as_json)
+    raise typer.Exit(code)
 
 
 @app.command(cls=RunsenseCommand)
