@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,14 +10,13 @@ from typing import Any, Protocol
 
 from .config import validate_run_config
 from .errors import RunsenseError, describe
+from .heartbeat import Heartbeat
 from .home import database_path
 from .identity import current
 from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import Storage, database_url, open_storage
 from .text import clean, safe_str
 from .values import check_tags
-
-HEARTBEAT_EVERY_S = 10.0
 
 
 class ExecutableJob(Protocol):
@@ -277,52 +275,6 @@ def _execute_nodes(
         raise
     done = storage.set_run_status(run, RunStatus.SUCCESS)
     return RunResult(done or storage.get_run(run.run_id), outputs, storage=storage)
-
-
-class Heartbeat:
-    """While a run executes, tell other hosts its worker lives (only where they watch: PostgreSQL).
-
-    The beat runs on its own thread with its own connection, opened only once the first beat is
-    due, so a short run costs nothing; a beat that fails is skipped, never the run.
-    """
-
-    def __init__(self, storage: Storage, run_id: str, every: float = HEARTBEAT_EVERY_S) -> None:
-        self.storage = storage
-        self.run_id = run_id
-        self.every = every
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    _active: set[str] = set()  # noqa: RUF012 - one beat per run in this process
-
-    def __enter__(self) -> Heartbeat:
-        if self.storage.needs_heartbeats and self.run_id not in Heartbeat._active:
-            Heartbeat._active.add(self.run_id)
-            self.thread = threading.Thread(
-                target=self._beat, name="runsense-heartbeat", daemon=True
-            )
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            Heartbeat._active.discard(self.run_id)
-
-    def _beat(self) -> None:
-        beats: Storage | None = None
-        try:
-            wait = self.every
-            while not self.stop.wait(wait):
-                try:
-                    beats = beats or self.storage.reopen()
-                    beats.heartbeat_runs([self.run_id])
-                    wait = self.every
-                except Exception:
-                    wait = 1.0  # soon again: a missed beat eats into the others' patience
-        finally:
-            if beats is not None:
-                beats.close()
 
 
 def _guarded(on_step: OnStep | None) -> OnStep:
