@@ -113,6 +113,38 @@ def test_two_connections_failing_one_dead_run_write_one_failure(db, other):
     assert len(failures) == 1
 
 
+def test_atomic_commits_every_write_inside_or_none_and_wakes_waiters(db, other):
+    """`atomic`: a run created and started with its first step in one commit; a failure inside
+    stores nothing; a status change inside wakes another process's waiter."""
+    while other.wait_for_change(0.05):  # the first call sets up the listener; drain old news
+        pass
+
+    def start():
+        run = db.create_run("job", "loc", status=RunStatus.STARTING, worker=ME)
+        started = db.set_run_status(run, RunStatus.STARTED)
+        db.append_event(started, EventType.STEP_START, "step a", step_key="a")
+        assert other.runs_with_status([RunStatus.STARTED]) == []  # nothing visible before it
+        return started
+
+    started = db.atomic(start)
+    assert other.wait_for_change(5) is True
+    assert [e.event_type for e in other.events_for_run(started.run_id)] == [
+        EventType.RUN_STARTING,
+        EventType.RUN_START,
+        EventType.STEP_START,
+    ]
+
+    def half_done():
+        db.append_event(started, EventType.STEP_SUCCESS, "step a done", step_key="a")
+        db.set_run_status(started, RunStatus.SUCCESS)
+        raise RuntimeError("runsense failed here")
+
+    with pytest.raises(RuntimeError):
+        db.atomic(half_done)
+    assert other.get_run(started.run_id).status == RunStatus.STARTED
+    assert len(other.events_for_run(started.run_id)) == 3
+
+
 def test_event_ids_become_visible_in_id_order(db, other, backend):
     """Guarantee 1: while a write holding a lower event id is uncommitted, a higher id cannot be
     committed (so a reader that saw id N never later finds an id below N)."""

@@ -7,7 +7,8 @@
 - Leases and heartbeats use the server's clock (`clock_timestamp()`), never a host's, read inside
   the statement that needs it.
 - A write transaction adds two round trips to its statements: BEGIN with the write lock, and
-  COMMIT (with its `pg_notify` when it wakes anyone), each sent as one simple query.
+  COMMIT (with its `pg_notify` when it wakes anyone), each sent as one simple query. Every COMMIT
+  waits for the disk (fsync), so callers put what belongs together in one (`Storage.atomic`).
 - Wake-ups are `pg_notify` inside the committing transaction and LISTEN on a second connection.
 - A lost connection is retried with back-off and reported once per outage; a query or a write
   that had not reached COMMIT is run again, a COMMIT whose answer was lost is not (it may have

@@ -116,6 +116,9 @@ class SqlBase(Storage):
 
         return self._retrying(attempt, write=True)
 
+    def atomic(self, fn: Callable[[], T]) -> T:
+        return self._write(fn)
+
     def _read(self, fn: Callable[[], T]) -> T:
         """Run `fn`'s queries; outside a transaction each one sees the latest commits."""
         if self._depth:
