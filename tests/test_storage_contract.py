@@ -344,6 +344,35 @@ def test_skip_cursor_moves_only_an_unleased_cursor_still_where_it_was(db, other)
     assert db.sensor_state("loc", "watcher").cursor == 70
 
 
+def test_an_idle_tick_is_recorded_only_unleased_running_and_at_the_cursor_it_read(db, other):
+    """A tick that found nothing records itself without the lease, unless a tick holds it, the
+    cursor moved or the sensor stopped meanwhile (then it stores nothing: the caller ticks the
+    usual way)."""
+    state = sensor(db)
+
+    def idle():
+        return Tick(
+            0,
+            "watcher",
+            TickStatus.SKIPPED,
+            time.time(),
+            cursor_before=state.cursor,
+            cursor_after=state.cursor,
+        )
+
+    recorded = idle()
+    assert db.record_idle_tick(state.sensor_id, recorded, state.cursor)
+    assert recorded.tick_id and other.list_ticks(state.sensor_id) == [recorded]
+    assert other.acquire_lease(state.sensor_id, "tick", 15, ME)
+    assert not db.record_idle_tick(state.sensor_id, idle(), state.cursor)  # a tick runs
+    other.release_lease(state.sensor_id, "tick")
+    assert not db.record_idle_tick(state.sensor_id, idle(), state.cursor + 1)  # cursor moved
+    other.set_sensor_status(state.sensor_id, SensorStatus.STOPPED)
+    refused = idle()
+    assert not db.record_idle_tick(state.sensor_id, refused, state.cursor)
+    assert refused.tick_id == 0 and other.list_ticks(state.sensor_id) == [recorded]
+
+
 def test_runs_created_between_pages_through_a_window_in_creation_order(db):
     before = time.time()
     runs = [

@@ -335,6 +335,12 @@ class Storage(AlertsContract):
     def record_tick(self, sensor_id: int, tick: Tick) -> None: ...
 
     @abc.abstractmethod
+    def record_idle_tick(self, sensor_id: int, tick: Tick, cursor: int) -> bool:
+        """Record a tick that found nothing to do (no event after `cursor`, no retry due) and
+        took no lease, in one commit, only if the sensor is RUNNING, its cursor is still
+        `cursor` and no tick holds a live lease; otherwise store nothing and return False."""
+
+    @abc.abstractmethod
     def run_key_owner(self, sensor_id: int, run_key: str) -> str | None: ...
 
     @abc.abstractmethod

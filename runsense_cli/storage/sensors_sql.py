@@ -369,6 +369,24 @@ class SensorsSql(ReactionsSql):
 
         tick.tick_id = self._write(body)
 
+    def record_idle_tick(self, sensor_id: int, tick: Tick, cursor: int) -> bool:
+        def body() -> int:
+            now, now_params = self._now_sql()
+            # One statement checks and takes the row: RUNNING, the cursor as the tick read it,
+            # and no tick holding a live lease (that one records its own ticks).
+            if not self._execute(
+                "UPDATE sensors SET last_tick_at = ? WHERE id = ? AND status = ? AND cursor = ?"
+                f" AND (lease_token IS NULL OR lease_expires < {now})",
+                (time.time(), sensor_id, SensorStatus.RUNNING.value, cursor, *now_params),
+            ).rowcount:
+                return 0
+            return self._save_tick(sensor_id, tick)
+
+        tick_id = self._write(body)
+        if tick_id:
+            tick.tick_id = tick_id
+        return bool(tick_id)
+
     def run_key_owner(self, sensor_id: int, run_key: str) -> str | None:
         row = self._one(
             "SELECT run_id FROM run_keys WHERE sensor_id = ? AND run_key = ?", (sensor_id, run_key)
