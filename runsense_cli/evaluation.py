@@ -141,6 +141,9 @@ class SensorEvaluator(Reacting):
         process that answers for the lease (that parent: see TickCommand.holder).
         """
         state = self.state(sensor)
+        idle = self._idle_tick(sensor, state)
+        if idle is not None:
+            return idle
         token = token or uuid.uuid4().hex
         lease = TickLease.acquire(self.storage, state, token, lease_wait, holder)
         try:
@@ -149,6 +152,36 @@ class SensorEvaluator(Reacting):
         finally:
             lease.close()
             self.storage.release_lease(state.sensor_id, token)
+
+    def _idle_tick(
+        self, sensor: RunStatusSensorDefinition, state: SensorState
+    ) -> TickResult | None:
+        """A tick with nothing to do (no event at all past the cursor, no retry due), recorded
+        in one commit without the lease: it calls no user function, so it cannot do another
+        tick's work twice. None when there is work, or the sensor is not RUNNING, or another
+        tick holds the lease or moved the cursor meanwhile: then the tick goes the usual way."""
+        if state.status != SensorStatus.RUNNING:
+            return None
+        started = self.clock()
+        started_perf = time.perf_counter()
+        if self.storage.newest_event_id() > state.cursor:
+            return None
+        due = self.storage.next_retry_at(state.sensor_id)
+        if due is not None and due <= started:
+            return None
+        tick = Tick(
+            0,
+            sensor.name,
+            TickStatus.SKIPPED,
+            started,
+            cursor_before=state.cursor,
+            cursor_after=state.cursor,
+        )
+        tick.note("no new events")
+        tick.duration_s = time.perf_counter() - started_perf
+        if not self.storage.record_idle_tick(state.sensor_id, tick, state.cursor):
+            return None
+        return TickResult(sensor.name, tick)
 
     def _tick_locked(
         self,

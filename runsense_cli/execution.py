@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,14 +10,13 @@ from typing import Any, Protocol
 
 from .config import validate_run_config
 from .errors import RunsenseError, describe
+from .heartbeat import Heartbeat
 from .home import database_path
 from .identity import current
 from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import Storage, database_url, open_storage
 from .text import clean, safe_str
 from .values import check_tags
-
-HEARTBEAT_EVERY_S = 10.0
 
 
 class ExecutableJob(Protocol):
@@ -163,9 +161,16 @@ ExecuteInProcessResult = RunResult
 
 
 def execute_run(
-    storage: Storage, job: ExecutableJob, run: RunRecord, on_step: OnStep | None = None
+    storage: Storage,
+    job: ExecutableJob,
+    run: RunRecord | Callable[[], RunRecord],
+    on_step: OnStep | None = None,
 ) -> RunResult:
-    """Take a STARTING run through STARTED to SUCCESS or FAILURE.
+    """Take a STARTING run through STARTED to SUCCESS or FAILURE. `run` may also be a function
+    that creates it (`execute_in_process`): the run is then created in the commit that starts it.
+
+    Events with nothing between them share a commit: the run's start and its first step's
+    start; a step's end and the next step's start, or the run's end.
 
     Ctrl-C cancels the run (RUN_CANCELED) and is re-raised, so the caller still stops. `on_step`
     only displays progress: if it raises (a terminal that cannot print a character), the run
@@ -173,7 +178,7 @@ def execute_run(
     process already made (a cancel) wins: the run stops where it is. Should runsense itself fail
     mid-run (the storage), the run still ends, as FAILURE.
     """
-    started_run = storage.set_run_status(run, RunStatus.STARTED)
+    run, started_run = _start(storage, job, run)
     if started_run is None:
         stored = storage.get_run(run.run_id)
         if stored.status == RunStatus.CANCELING:  # cancelled before it started: end it here
@@ -191,6 +196,71 @@ def execute_run(
     except BaseException as exc:
         _end_unfinished(storage, started_run, exc)
         raise
+
+
+def _start(
+    storage: Storage, job: ExecutableJob, run: RunRecord | Callable[[], RunRecord]
+) -> tuple[RunRecord, RunRecord | None]:
+    """The run (created here if `run` creates it) and, moved to STARTED with its first step's
+    STEP_START in the same commit, the started run (None: another process moved it first)."""
+    nodes = job.nodes
+
+    def start() -> tuple[RunRecord, RunRecord | None]:
+        record = run() if callable(run) else run
+        started = storage.set_run_status(record, RunStatus.STARTED)
+        if started is not None and nodes:
+            _step_started(storage, started, nodes[0].name)
+        return record, started
+
+    return storage.atomic(start)
+
+
+def _step_started(storage: Storage, run: RunRecord, step: str) -> None:
+    storage.append_event(
+        run, EventType.STEP_START, f'Started execution of step "{step}".', step_key=step
+    )
+
+
+def _step_ended(
+    storage: Storage,
+    run: RunRecord,
+    step: str,
+    duration: float,
+    following: str | None,
+    error: ErrorInfo | None = None,
+    job_name: str = "",
+) -> RunRecord | None:
+    """The step's end and, in the same commit, the next step's start (`following`), or the
+    run's end: FAILURE when the step failed (`error`), else SUCCESS after the last step.
+    Returns the run as moved (None: another process moved it first, or the run goes on)."""
+
+    def end() -> RunRecord | None:
+        if error is not None:
+            storage.append_event(
+                run,
+                EventType.STEP_FAILURE,
+                f'Execution of step "{step}" failed: {error}',
+                step_key=step,
+                error=error,
+            )
+            return storage.set_run_status(
+                run,
+                RunStatus.FAILURE,
+                f'Execution of run for "{job_name}" failed. Step "{step}" failed: {error}',
+                error=error,
+            )
+        storage.append_event(
+            run,
+            EventType.STEP_SUCCESS,
+            f'Finished execution of step "{step}" in {_format_duration(duration)}.',
+            step_key=step,
+        )
+        if following is not None:
+            _step_started(storage, run, following)
+            return None
+        return storage.set_run_status(run, RunStatus.SUCCESS)
+
+    return storage.atomic(end)
 
 
 def _end_unfinished(storage: Storage, run: RunRecord, exc: BaseException) -> None:
@@ -217,17 +287,12 @@ def _execute_nodes(
 ) -> RunResult:
     ops_config = (run.run_config.get("ops") or {}) if run.run_config else {}
     outputs: dict[str, Any] = {}
+    nodes = job.nodes
     step: str | None = None
     try:
-        for node in job.nodes:
+        for index, node in enumerate(nodes):
             step = node.name
-            started = time.perf_counter()
-            storage.append_event(
-                run,
-                EventType.STEP_START,
-                f'Started execution of step "{node.name}".',
-                step_key=node.name,
-            )
+            started = time.perf_counter()  # its STEP_START is in the commit before
             notify(StepReport("start", node.name))
             try:
                 kwargs = {param: outputs[upstream] for param, upstream in node.inputs.items()}
@@ -246,30 +311,16 @@ def _execute_nodes(
             except BaseException as exc:
                 error = ErrorInfo.from_exception(exc, skip_frames=1)
                 duration = time.perf_counter() - started
-                storage.append_event(
-                    run,
-                    EventType.STEP_FAILURE,
-                    f'Execution of step "{node.name}" failed: {error}',
-                    step_key=node.name,
-                    error=error,
-                )
+                failed = _step_ended(storage, run, node.name, duration, None, error, job.name)
                 notify(StepReport("failure", node.name, duration, error))
-                failed = storage.set_run_status(
-                    run,
-                    RunStatus.FAILURE,
-                    f'Execution of run for "{job.name}" failed. Step "{node.name}" failed: {error}',
-                    error=error,
-                )
                 final = failed or storage.get_run(run.run_id)
                 return RunResult(final, outputs, node.name, error, storage)
             duration = time.perf_counter() - started
-            storage.append_event(
-                run,
-                EventType.STEP_SUCCESS,
-                f'Finished execution of step "{node.name}" in {_format_duration(duration)}.',
-                step_key=node.name,
-            )
+            following = nodes[index + 1].name if index + 1 < len(nodes) else None
+            done = _step_ended(storage, run, node.name, duration, following)
             notify(StepReport("success", node.name, duration))
+            if following is None:
+                return RunResult(done or storage.get_run(run.run_id), outputs, storage=storage)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a cancel (cancel.RunCanceled)
         where = f' during step "{step}"' if step else ""
         reason = getattr(exc, "reason", "interrupted")
@@ -277,52 +328,6 @@ def _execute_nodes(
         raise
     done = storage.set_run_status(run, RunStatus.SUCCESS)
     return RunResult(done or storage.get_run(run.run_id), outputs, storage=storage)
-
-
-class Heartbeat:
-    """While a run executes, tell other hosts its worker lives (only where they watch: PostgreSQL).
-
-    The beat runs on its own thread with its own connection, opened only once the first beat is
-    due, so a short run costs nothing; a beat that fails is skipped, never the run.
-    """
-
-    def __init__(self, storage: Storage, run_id: str, every: float = HEARTBEAT_EVERY_S) -> None:
-        self.storage = storage
-        self.run_id = run_id
-        self.every = every
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    _active: set[str] = set()  # noqa: RUF012 - one beat per run in this process
-
-    def __enter__(self) -> Heartbeat:
-        if self.storage.needs_heartbeats and self.run_id not in Heartbeat._active:
-            Heartbeat._active.add(self.run_id)
-            self.thread = threading.Thread(
-                target=self._beat, name="runsense-heartbeat", daemon=True
-            )
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            Heartbeat._active.discard(self.run_id)
-
-    def _beat(self) -> None:
-        beats: Storage | None = None
-        try:
-            wait = self.every
-            while not self.stop.wait(wait):
-                try:
-                    beats = beats or self.storage.reopen()
-                    beats.heartbeat_runs([self.run_id])
-                    wait = self.every
-                except Exception:
-                    wait = 1.0  # soon again: a missed beat eats into the others' patience
-        finally:
-            if beats is not None:
-                beats.close()
 
 
 def _guarded(on_step: OnStep | None) -> OnStep:
@@ -382,8 +387,11 @@ def execute_in_process(
     config = validate_run_config(job, run_config)
     check_tags(tags)  # before the storage opens: bad input creates nothing
     storage = _shared_storage(home)
-    run = start_run(storage, job, config, tags, launched_by="execute_in_process")
-    result = execute_run(storage, job, run)
+    result = execute_run(
+        storage,
+        job,
+        lambda: start_run(storage, job, config, tags, launched_by="execute_in_process"),
+    )
     if raise_on_error and result.error is not None:
         raise RuntimeError(f'step "{result.failed_step}" failed: {result.error}')
     return result

@@ -68,7 +68,7 @@ def run_claimed(
     if run is None:
         _end_if_canceled(storage, run_id)
         return 0
-    from .execution import Heartbeat
+    from .heartbeat import Heartbeat
 
     with Heartbeat(storage, run_id):  # from now on: loading a big project takes time too
         return _load_and_execute(storage, run, project)

@@ -996,6 +996,40 @@ def test_a_tick_refuses_while_another_live_process_holds_the_lease(storage):
     assert evaluator.tick(on_failure).tick.reactions == 1
 
 
+def test_a_tick_with_nothing_new_takes_no_lease_unless_a_tick_holds_it(storage):
+    """Given nothing after the cursor, a tick records one SKIPPED "no new events" tick in one
+    commit and leaves no lease; while another live process holds the lease it waits and says
+    the sensor is busy, as a tick with work does; a stopped sensor's tick records nothing."""
+
+    @run_failure_sensor
+    def on_failure(context):
+        pass
+
+    defs = Definitions(jobs=[failing_job], sensors=[on_failure])
+    evaluator = started(storage, defs, on_failure)
+    state = evaluator.state(on_failure)
+
+    idle = evaluator.tick(on_failure).tick
+    assert (idle.status, idle.skip_reasons, idle.cursor_after) == (
+        TickStatus.SKIPPED,
+        ["no new events"],
+        state.cursor,
+    )
+    assert storage.list_ticks(state.sensor_id) == [idle]
+    assert storage.acquire_lease(state.sensor_id, "mine", 15, str(ProcessId.of()))  # none left
+    storage.release_lease(state.sensor_id, "mine")
+
+    assert storage.acquire_lease(
+        state.sensor_id, "someone-else", 60, str(ProcessId.of(os.getppid()))
+    )
+    with pytest.raises(SensorBusyError):
+        evaluator.tick(on_failure, lease_wait=0.1)
+    storage.release_lease(state.sensor_id, "someone-else")
+    storage.set_sensor_status(state.sensor_id, SensorStatus.STOPPED)
+    assert evaluator.tick(on_failure).tick.tick_id == 0
+    assert storage.list_ticks(state.sensor_id) == [idle]
+
+
 # -- crashes replay the page, never duplicate -----------------------------------------------------
 
 

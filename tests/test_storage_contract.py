@@ -113,6 +113,38 @@ def test_two_connections_failing_one_dead_run_write_one_failure(db, other):
     assert len(failures) == 1
 
 
+def test_atomic_commits_every_write_inside_or_none_and_wakes_waiters(db, other):
+    """`atomic`: a run created and started with its first step in one commit; a failure inside
+    stores nothing; a status change inside wakes another process's waiter."""
+    while other.wait_for_change(0.05):  # the first call sets up the listener; drain old news
+        pass
+
+    def start():
+        run = db.create_run("job", "loc", status=RunStatus.STARTING, worker=ME)
+        started = db.set_run_status(run, RunStatus.STARTED)
+        db.append_event(started, EventType.STEP_START, "step a", step_key="a")
+        assert other.runs_with_status([RunStatus.STARTED]) == []  # nothing visible before it
+        return started
+
+    started = db.atomic(start)
+    assert other.wait_for_change(5) is True
+    assert [e.event_type for e in other.events_for_run(started.run_id)] == [
+        EventType.RUN_STARTING,
+        EventType.RUN_START,
+        EventType.STEP_START,
+    ]
+
+    def half_done():
+        db.append_event(started, EventType.STEP_SUCCESS, "step a done", step_key="a")
+        db.set_run_status(started, RunStatus.SUCCESS)
+        raise RuntimeError("runsense failed here")
+
+    with pytest.raises(RuntimeError):
+        db.atomic(half_done)
+    assert other.get_run(started.run_id).status == RunStatus.STARTED
+    assert len(other.events_for_run(started.run_id)) == 3
+
+
 def test_event_ids_become_visible_in_id_order(db, other, backend):
     """Guarantee 1: while a write holding a lower event id is uncommitted, a higher id cannot be
     committed (so a reader that saw id N never later finds an id below N)."""
@@ -312,6 +344,35 @@ def test_skip_cursor_moves_only_an_unleased_cursor_still_where_it_was(db, other)
     other.release_lease(state.sensor_id, "tick")
     assert db.skip_cursor(state.sensor_id, 50, 70)
     assert db.sensor_state("loc", "watcher").cursor == 70
+
+
+def test_an_idle_tick_is_recorded_only_unleased_running_and_at_the_cursor_it_read(db, other):
+    """A tick that found nothing records itself without the lease, unless a tick holds it, the
+    cursor moved or the sensor stopped meanwhile (then it stores nothing: the caller ticks the
+    usual way)."""
+    state = sensor(db)
+
+    def idle():
+        return Tick(
+            0,
+            "watcher",
+            TickStatus.SKIPPED,
+            time.time(),
+            cursor_before=state.cursor,
+            cursor_after=state.cursor,
+        )
+
+    recorded = idle()
+    assert db.record_idle_tick(state.sensor_id, recorded, state.cursor)
+    assert recorded.tick_id and other.list_ticks(state.sensor_id) == [recorded]
+    assert other.acquire_lease(state.sensor_id, "tick", 15, ME)
+    assert not db.record_idle_tick(state.sensor_id, idle(), state.cursor)  # a tick runs
+    other.release_lease(state.sensor_id, "tick")
+    assert not db.record_idle_tick(state.sensor_id, idle(), state.cursor + 1)  # cursor moved
+    other.set_sensor_status(state.sensor_id, SensorStatus.STOPPED)
+    refused = idle()
+    assert not db.record_idle_tick(state.sensor_id, refused, state.cursor)
+    assert refused.tick_id == 0 and other.list_ticks(state.sensor_id) == [recorded]
 
 
 def test_runs_created_between_pages_through_a_window_in_creation_order(db):

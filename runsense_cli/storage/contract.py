@@ -17,17 +17,20 @@ The guarantees that cut across methods:
    database's clock (`db_time`).
 7. `wait_for_change` wakes as soon as another process commits a status event, a queued run or a
    command.
+
+The alerts half (incidents, overdue marks, sensor values) is in `contract_alerts`.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
-from ..records import Incident, Overdue, Reaction, SensorState, SensorStatus, Tick
+from ..records import Reaction, SensorState, SensorStatus, Tick
 from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
+from .contract_alerts import AlertsContract
 from .shapes import (
     DaemonRecord,
     NewRun,
@@ -37,8 +40,10 @@ from .shapes import (
     WriteBack,
 )
 
+T = TypeVar("T")
 
-class Storage(abc.ABC):
+
+class Storage(AlertsContract):
     """One connection to runsense's database. Not thread-safe: one per thread."""
 
     #: "sqlite" or "postgresql"
@@ -82,6 +87,12 @@ class Storage(abc.ABC):
         """Around many commits in a row (a big tick's pages): the backend may defer upkeep to
         the end. Commits inside stay commits; nothing else changes for other connections."""
         yield
+
+    @abc.abstractmethod
+    def atomic(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, whose writes are calls on this storage, as one commit: all of them or none
+        (the calls inside join it). A connection lost before the commit runs `fn` again from
+        the start, so `fn` must do nothing that cannot be done twice."""
 
     @abc.abstractmethod
     def db_time(self) -> float:
@@ -324,6 +335,12 @@ class Storage(abc.ABC):
     def record_tick(self, sensor_id: int, tick: Tick) -> None: ...
 
     @abc.abstractmethod
+    def record_idle_tick(self, sensor_id: int, tick: Tick, cursor: int) -> bool:
+        """Record a tick that found nothing to do (no event after `cursor`, no retry due) and
+        took no lease, in one commit, only if the sensor is RUNNING, its cursor is still
+        `cursor` and no tick holds a live lease; otherwise store nothing and return False."""
+
+    @abc.abstractmethod
     def run_key_owner(self, sensor_id: int, run_key: str) -> str | None: ...
 
     @abc.abstractmethod
@@ -363,48 +380,6 @@ class Storage(abc.ABC):
     def retry_reactions_now(self, sensor_id: int, event_id: int | None = None) -> tuple[int, int]:
         """Make failed reactions due now, skipping their back-off: parked ones get a fresh retry
         budget, retrying ones keep their attempt count. Returns (parked, retrying)."""
-
-    # -- alerts (SPEC §11) -------------------------------------------------------------------
-    @abc.abstractmethod
-    def list_incidents(self, open_only: bool = False, limit: int | None = 50) -> list[Incident]:
-        """Incidents, newest opened first; `open_only` keeps the unresolved ones."""
-
-    @abc.abstractmethod
-    def incident_at_event(self, event_id: int) -> Incident | None:
-        """The run's job's incident as it stood right after this status event (a snapshot
-        written with the event, with `opened_by_this_run`/`resolved_by_this_run`), or None."""
-
-    @abc.abstractmethod
-    def incident_of_run(self, run_id: str) -> Incident | None:
-        """The incident this run's status event belonged to, as it is now (for `runs show`)."""
-
-    @abc.abstractmethod
-    def open_incident_run_ids(self) -> set[str]:
-        """Every run whose status event belongs to an open incident: what prune must keep."""
-
-    @abc.abstractmethod
-    def record_overdue(
-        self, run_id: str, phase: str, limit_seconds: float, now: float | None = None
-    ) -> int | None:
-        """Write the run's one RUN_OVERDUE event for `phase` ("QUEUED" or "STARTED") if it is
-        still in that phase and has none yet; returns its id, or None when nothing was written.
-        Safe to call from several daemons at once: a (run, phase) is written once."""
-
-    @abc.abstractmethod
-    def overdue_at_event(self, event_id: int) -> Overdue | None:
-        """What a RUN_OVERDUE event records (phase, seconds in that phase, the limit)."""
-
-    @abc.abstractmethod
-    def overdue_phases(self, run_ids: Iterable[str]) -> set[tuple[str, str]]:
-        """The (run_id, phase) pairs of these runs that already have a RUN_OVERDUE."""
-
-    @abc.abstractmethod
-    def sensor_values(self, sensor_id: int) -> dict[str, Any]:
-        """The sensor's durable values (JSON-able), as its pages committed them."""
-
-    @abc.abstractmethod
-    def set_sensor_values(self, sensor_id: int, values: Mapping[str, Any]) -> None:
-        """Set values outside a tick (None deletes); ticks use `commit_page`'s."""
 
     # -- removing history (runs delete, prune, retention) -----------------------------------
 

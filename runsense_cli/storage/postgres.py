@@ -4,7 +4,11 @@
   commit after a higher one). Every write transaction first takes one transaction-scoped advisory
   lock, so writes commit one at a time, exactly as SQLite's `BEGIN IMMEDIATE` does; reads never
   wait for it. Claims still select with `FOR UPDATE SKIP LOCKED`.
-- Leases and heartbeats use the server's clock (`clock_timestamp()`), never a host's.
+- Leases and heartbeats use the server's clock (`clock_timestamp()`), never a host's, read inside
+  the statement that needs it.
+- A write transaction adds two round trips to its statements: BEGIN with the write lock, and
+  COMMIT (with its `pg_notify` when it wakes anyone), each sent as one simple query. Every COMMIT
+  waits for the disk (fsync), so callers put what belongs together in one (`Storage.atomic`).
 - Wake-ups are `pg_notify` inside the committing transaction and LISTEN on a second connection.
 - A lost connection is retried with back-off and reported once per outage; a query or a write
   that had not reached COMMIT is run again, a COMMIT whose answer was lost is not (it may have
@@ -33,6 +37,10 @@ WRITE_LOCK = 0x72756E73656E7365  # "runsense": serializes every write transactio
 MIGRATE_LOCK = WRITE_LOCK + 1
 CHANNEL = "runsense"
 CONNECT_TIMEOUT_S = 5
+DB_NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, in seconds
+# A write transaction's first and last round trips: constants, so each is one simple query.
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_NOTIFY_AND_COMMIT = f"SELECT pg_notify('{CHANNEL}', ''); COMMIT"
 
 
 def _driver() -> Any:
@@ -58,6 +66,7 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     run_order = "seq"
+    update_returning = True
 
     def __init__(
         self,
@@ -253,16 +262,27 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
     def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
         return int(self._execute(sql + " RETURNING id", params).fetchone()[0])
 
+    def _script(self, sql: str) -> None:
+        """Constant statements without parameters, sent together in one round trip."""
+        psycopg = _driver()
+        try:
+            self.conn.execute(sql)
+        except psycopg.OperationalError as exc:
+            if self.conn.broken or self.conn.closed:
+                raise _ConnectionLost(self._clean(str(exc))) from None
+            raise self._error(exc) from None
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
     def _begin_write(self) -> None:
-        self._execute("BEGIN")
-        self._execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+        self._script(_BEGIN_WRITE)
 
     def _begin_read(self) -> None:
         self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
-    def _commit(self) -> None:
+    def _commit(self, notify: bool = False) -> None:
         try:
-            self._execute("COMMIT")
+            self._script(_NOTIFY_AND_COMMIT if notify else "COMMIT")
         except _ConnectionLost:
             # The server may have committed before the answer was lost: running the work again
             # could do it twice, so the caller is told instead (the next call reconnects).
@@ -272,7 +292,10 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
             ) from None
 
     def db_time(self) -> float:
-        return float(self._execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+        return float(self._execute(f"SELECT {DB_NOW}").fetchone()[0])
+
+    def _now_sql(self) -> tuple[str, tuple[float, ...]]:
+        return DB_NOW, ()
 
     def _retrying(self, fn: Callable[[], T], *, write: bool) -> T:
         while True:
@@ -308,9 +331,6 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         return text
 
     # -- wake-ups ----------------------------------------------------------------------------
-
-    def _notify_in_transaction(self) -> None:
-        self._execute("SELECT pg_notify(?, '')", (CHANNEL,))
 
     def wait_for_change(self, timeout: float, also: Sequence[int] = ()) -> bool:
         try:

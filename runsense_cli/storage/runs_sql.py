@@ -75,11 +75,14 @@ class RunsSql(AlertsSql):
         origin_json = json.dumps(origin) if origin else None
 
         def body() -> RunRecord:
-            heartbeat = self.db_time() if worker and self.needs_heartbeats else None
+            beat, beat_params = (
+                self._now_sql() if worker and self.needs_heartbeats else ("NULL", ())
+            )
             self._execute(
                 "INSERT INTO runs (run_id, job_name, location, status, run_config, tags,"
                 " created_at, parent_run_id, root_run_id, worker_pid, origin, worker, heartbeat_at,"
-                f" parent_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {PARENT_TIME})",
+                " parent_created_at)"
+                f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {beat}, {PARENT_TIME})",
                 (
                     run.run_id,
                     job_name,
@@ -93,7 +96,7 @@ class RunsSql(AlertsSql):
                     worker_pid,
                     origin_json,
                     worker,
-                    heartbeat,
+                    *beat_params,
                     parent_run_id,
                 ),
             )
@@ -129,21 +132,30 @@ class RunsSql(AlertsSql):
                 updates["end_time"] = moment
             assignments = ", ".join(f"{column} = ?" for column in updates)
             marks = ", ".join("?" * len(allowed))
-            moved = self._execute(
+            moved_run = self._update_run(
                 f"UPDATE runs SET {assignments} WHERE run_id = ? AND status IN ({marks})",
                 (*updates.values(), run.run_id, *allowed),
-            ).rowcount
-            if moved != 1:
+                run.run_id,
+            )
+            if moved_run is None:
                 return None
             event_id = self._insert_event(
                 run, STATUS_EVENT_TYPES[status], text, moment, error=error
             )
-            moved_run = self.get_run(run.run_id)
             if status in FINISHED_STATUSES:
                 moved_run = self._after_terminal_status(moved_run, event_id, moment)
             return moved_run
 
         return self._write(body, wake=True)
+
+    def _update_run(self, sql: str, params: Sequence[Any], run_id: str) -> RunRecord | None:
+        """Run an UPDATE of the run `run_id`: the run as updated, or None if it matched nothing."""
+        if self.update_returning:
+            row = self._execute(f"{sql} RETURNING {RUN_COLUMNS}", params).fetchone()
+            return run_from_row(row) if row else None
+        if self._execute(sql, params).rowcount != 1:
+            return None
+        return self.get_run(run_id)
 
     def claim_queued_runs(
         self, launcher: str, limit: int, run_ids: Iterable[str] | None = None
@@ -184,51 +196,54 @@ class RunsSql(AlertsSql):
 
         def body() -> list[tuple[RunRecord, str]]:
             now = time.time()
-            beat = self.db_time()
+            beat, beat_params = self._now_sql()
             claimed = []
             for run in candidates():
                 token = uuid.uuid4().hex
-                if self._execute(
-                    "UPDATE runs SET status = ?, launcher = ?, claim_token = ?, heartbeat_at = ?"
-                    " WHERE run_id = ? AND status = ?",
+                moved = self._update_run(
+                    "UPDATE runs SET status = ?, launcher = ?, claim_token = ?,"
+                    f" heartbeat_at = {beat} WHERE run_id = ? AND status = ?",
                     (
                         RunStatus.STARTING.value,
                         launcher,
                         token,
-                        beat,
+                        *beat_params,
                         run.run_id,
                         RunStatus.QUEUED.value,
                     ),
-                ).rowcount:
+                    run.run_id,
+                )
+                if moved is not None:
                     self._insert_event(
                         run,
                         EventType.RUN_STARTING,
                         status_message(run, RunStatus.STARTING),
                         now,
                     )
-                    claimed.append((self.get_run(run.run_id), token))
+                    claimed.append((moved, token))
             return claimed
 
         return self._write(body, wake=True)
 
     def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
         def body() -> RunRecord | None:
-            taken = self._execute(
-                "UPDATE runs SET worker = ?, worker_pid = ?, heartbeat_at = ?, claim_token = ?"
-                " WHERE run_id = ? AND status = ? AND claim_token = ?"
+            now, now_params = self._now_sql()
+            return self._update_run(
+                f"UPDATE runs SET worker = ?, worker_pid = ?, heartbeat_at = {now},"
+                " claim_token = ? WHERE run_id = ? AND status = ? AND claim_token = ?"
                 " AND (worker IS NULL OR worker = ?)",
                 (
                     worker,
                     pid_of(worker),
-                    self.db_time(),
+                    *now_params,
                     f"{claim_token}:registered",  # a second registration finds no claim
                     run_id,
                     RunStatus.STARTING.value,
                     claim_token,
                     worker,
                 ),
-            ).rowcount
-            return self.get_run(run_id) if taken == 1 else None
+                run_id,
+            )
 
         return self._write(body)
 

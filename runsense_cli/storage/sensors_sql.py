@@ -107,11 +107,12 @@ class SensorsSql(ReactionsSql):
 
     def skip_cursor(self, sensor_id: int, expected: int, cursor: int) -> bool:
         def body() -> bool:
+            now, now_params = self._now_sql()
             return bool(
                 self._execute(
                     "UPDATE sensors SET cursor = ? WHERE id = ? AND cursor = ? AND status = ?"
-                    " AND (lease_token IS NULL OR lease_expires < ?)",
-                    (cursor, sensor_id, expected, SensorStatus.RUNNING.value, self.db_time()),
+                    f" AND (lease_token IS NULL OR lease_expires < {now})",
+                    (cursor, sensor_id, expected, SensorStatus.RUNNING.value, *now_params),
                 ).rowcount
             )
 
@@ -121,15 +122,16 @@ class SensorsSql(ReactionsSql):
 
     def acquire_lease(self, sensor_id: int, token: str, ttl: float, holder: str) -> bool:
         def body() -> bool:
-            now = self.db_time()
+            db_now, now_params = self._now_sql()
             row = self._execute(
-                "SELECT lease_holder, lease_token, lease_expires, lease_pid FROM sensors"
-                f" WHERE id = ?{self.for_update}",
-                (sensor_id,),
+                f"SELECT lease_holder, lease_token, lease_expires, lease_pid, {db_now}"
+                f" FROM sensors WHERE id = ?{self.for_update}",
+                (*now_params, sensor_id),
             ).fetchone()
             if row is None:
                 return False
-            holder_id, holder_token, expires, holder_pid = row
+            holder_id, holder_token, expires, holder_pid, now = row
+            now = float(now)
             if holder_token not in (None, token) and expires is not None and expires > now:
                 other = ProcessId.parse(holder_id)
                 alive = other.alive() if other else pid_alive(holder_pid)
@@ -152,10 +154,12 @@ class SensorsSql(ReactionsSql):
 
     def renew_lease(self, sensor_id: int, token: str, ttl: float) -> bool:
         def body() -> bool:
+            now, now_params = self._now_sql()
             return bool(
                 self._execute(
-                    "UPDATE sensors SET lease_expires = ? WHERE id = ? AND lease_token = ?",
-                    (self.db_time() + ttl, sensor_id, token),
+                    f"UPDATE sensors SET lease_expires = {now} + ? WHERE id = ?"
+                    " AND lease_token = ?",
+                    (*now_params, ttl, sensor_id, token),
                 ).rowcount
             )
 
@@ -255,17 +259,17 @@ class SensorsSql(ReactionsSql):
                 result = PageResult.STOPPED
             if cursor is not None and expected_cursor is not None and row[1] != expected_cursor:
                 result = PageResult.CURSOR_MOVED
-            expires = self.db_time() + lease_ttl
+            db_now, now_params = self._now_sql()
+            expires = f"lease_expires = {db_now} + ?"
             if cursor is not None and result != PageResult.CURSOR_MOVED:
                 self._execute(
-                    "UPDATE sensors SET cursor = ?, last_tick_at = ?, lease_expires = ?"
-                    " WHERE id = ?",
-                    (cursor, now, expires, sensor_id),
+                    f"UPDATE sensors SET cursor = ?, last_tick_at = ?, {expires} WHERE id = ?",
+                    (cursor, now, *now_params, lease_ttl, sensor_id),
                 )
             else:
                 self._execute(
-                    "UPDATE sensors SET last_tick_at = ?, lease_expires = ? WHERE id = ?",
-                    (now, expires, sensor_id),
+                    f"UPDATE sensors SET last_tick_at = ?, {expires} WHERE id = ?",
+                    (now, *now_params, lease_ttl, sensor_id),
                 )
             return result, self._save_tick(sensor_id, tick)
 
@@ -369,6 +373,24 @@ class SensorsSql(ReactionsSql):
             return tick_id
 
         tick.tick_id = self._write(body)
+
+    def record_idle_tick(self, sensor_id: int, tick: Tick, cursor: int) -> bool:
+        def body() -> int:
+            now, now_params = self._now_sql()
+            # One statement checks and takes the row: RUNNING, the cursor as the tick read it,
+            # and no tick holding a live lease (that one records its own ticks).
+            if not self._execute(
+                "UPDATE sensors SET last_tick_at = ? WHERE id = ? AND status = ? AND cursor = ?"
+                f" AND (lease_token IS NULL OR lease_expires < {now})",
+                (time.time(), sensor_id, SensorStatus.RUNNING.value, cursor, *now_params),
+            ).rowcount:
+                return 0
+            return self._save_tick(sensor_id, tick)
+
+        tick_id = self._write(body)
+        if tick_id:
+            tick.tick_id = tick_id
+        return bool(tick_id)
 
     def run_key_owner(self, sensor_id: int, run_key: str) -> str | None:
         row = self._one(

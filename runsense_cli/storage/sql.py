@@ -33,6 +33,8 @@ class SqlBase(Storage):
     skip_locked = ""
     #: The column that orders runs by creation.
     run_order = "rowid"
+    #: UPDATE ... RETURNING gives the updated row in the same round trip (else: SELECT it).
+    update_returning = False
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -62,7 +64,9 @@ class SqlBase(Storage):
     def _begin_read(self) -> None:
         self._execute("BEGIN")
 
-    def _commit(self) -> None:
+    def _commit(self, notify: bool = False) -> None:
+        """COMMIT. `notify`: the transaction wakes waiters; a backend whose notifications are
+        transactional (PostgreSQL) sends them with the commit, the others in `_notify` after."""
         self._execute("COMMIT")
 
     def _rollback(self) -> None:
@@ -70,6 +74,11 @@ class SqlBase(Storage):
 
     def _notify(self) -> None:
         """Tell waiting processes that something they wait for was committed."""
+
+    def _now_sql(self) -> tuple[str, tuple[float, ...]]:
+        """The database's clock (`db_time`) inside a statement: SQL and its parameters. Here a
+        bound value; a server backend reads its own clock in the statement (no round trip)."""
+        return "?", (self.db_time(),)
 
     def _retrying(self, fn: Callable[[], T], *, write: bool) -> T:
         """Run `fn`; a backend that can lose its connection retries here."""
@@ -91,15 +100,13 @@ class SqlBase(Storage):
                 # cancelled statement) must still roll back, or the connection stays unusable.
                 self._begin_write()
                 result = fn()
-                if self._wake:
-                    self._notify_in_transaction()
             except BaseException:
                 self._depth = 0
                 self._safe_rollback()
                 raise
             self._depth = 0
             try:
-                self._commit()
+                self._commit(notify=self._wake)
             except BaseException:
                 self._safe_rollback()
                 raise
@@ -109,14 +116,14 @@ class SqlBase(Storage):
 
         return self._retrying(attempt, write=True)
 
+    def atomic(self, fn: Callable[[], T]) -> T:
+        return self._write(fn)
+
     def _read(self, fn: Callable[[], T]) -> T:
         """Run `fn`'s queries; outside a transaction each one sees the latest commits."""
         if self._depth:
             return fn()
         return self._retrying(fn, write=False)
-
-    def _notify_in_transaction(self) -> None:
-        """Backends whose notifications are transactional (PostgreSQL) send them here."""
 
     def _safe_rollback(self) -> None:
         # If the connection is gone the server rolled back for us.
