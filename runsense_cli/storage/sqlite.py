@@ -226,8 +226,8 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
             self.conn.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default
             self.conn.execute(f"PRAGMA cache_size = {int(cache)}")
 
-    def _commit(self) -> None:
-        super()._commit()
+    def _commit(self, notify: bool = False) -> None:
+        super()._commit(notify)
         if self._bulk_commits is not None:
             self._bulk_commits += 1
             if self._bulk_commits == 2 and not self.memory and self._checkpointer is None:
