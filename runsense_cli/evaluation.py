@@ -169,14 +169,7 @@ class SensorEvaluator(Reacting):
         due = self.storage.next_retry_at(state.sensor_id)
         if due is not None and due <= started:
             return None
-        tick = Tick(
-            0,
-            sensor.name,
-            TickStatus.SKIPPED,
-            started,
-            cursor_before=state.cursor,
-            cursor_after=state.cursor,
-        )
+        tick = _new_tick(sensor.name, TickStatus.SKIPPED, started, state.cursor)
         tick.note("no new events")
         tick.duration_s = time.perf_counter() - started_perf
         if not self.storage.record_idle_tick(state.sensor_id, tick, state.cursor):
@@ -197,14 +190,7 @@ class SensorEvaluator(Reacting):
             return TickResult(sensor.name, Tick(0, sensor.name, TickStatus.SKIPPED, self.clock()))
         started = self.clock()
         started_perf = time.perf_counter()
-        tick = Tick(
-            0,
-            sensor.name,
-            TickStatus.STARTED,
-            started,
-            cursor_before=state.cursor,
-            cursor_after=state.cursor,
-        )
+        tick = _new_tick(sensor.name, TickStatus.STARTED, started, state.cursor)
         result = TickResult(sensor.name, tick)
         scope = sensor.scope(self.location)
         sensor_id = lease.sensor_id
@@ -360,3 +346,7 @@ def _last_line(text: str) -> str:
     """The last line of an error (its "Type: message"), without splitting a long traceback."""
     text = text.rstrip()
     return text[text.rfind("\n") + 1 :]
+
+
+def _new_tick(name: str, status: TickStatus, started: float, cursor: int) -> Tick:
+    return Tick(0, name, status, started, cursor_before=cursor, cursor_after=cursor)

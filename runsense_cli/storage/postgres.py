@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ..errors import StorageError, StorageUnavailableError
@@ -228,16 +228,23 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
             converted = self._sql_cache[sql] = sql.replace("%", "%%").replace("?", "%s")
         return converted
 
-    def _execute(self, sql: str, params: Iterable[Any] = (), prepare: bool | None = None) -> Any:
+    @contextlib.contextmanager
+    def _driver_errors(self) -> Iterator[None]:
+        """The driver's errors as runsense's: a lost connection (retried by `_retrying`), or
+        one clear StorageError."""
         psycopg = _driver()
         try:
-            return self.conn.execute(self._sql(sql), tuple(params), prepare=prepare)
+            yield
         except psycopg.OperationalError as exc:
             if self.conn.broken or self.conn.closed:
                 raise _ConnectionLost(self._clean(str(exc))) from None
             raise self._error(exc) from None
         except psycopg.Error as exc:
             raise self._error(exc) from None
+
+    def _execute(self, sql: str, params: Iterable[Any] = (), prepare: bool | None = None) -> Any:
+        with self._driver_errors():
+            return self.conn.execute(self._sql(sql), tuple(params), prepare=prepare)
 
     def _execute_planned_each_time(self, sql: str, params: Iterable[Any] = ()) -> Any:
         # Never prepared: the plan PostgreSQL keeps for a prepared statement is chosen without
@@ -248,31 +255,16 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         batch = [tuple(row) for row in rows]
         if not batch:
             return
-        psycopg = _driver()
-        try:
-            with self.conn.cursor() as cursor:
-                cursor.executemany(self._sql(sql), batch)
-        except psycopg.OperationalError as exc:
-            if self.conn.broken or self.conn.closed:
-                raise _ConnectionLost(self._clean(str(exc))) from None
-            raise self._error(exc) from None
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
+        with self._driver_errors(), self.conn.cursor() as cursor:
+            cursor.executemany(self._sql(sql), batch)
 
     def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
         return int(self._execute(sql + " RETURNING id", params).fetchone()[0])
 
     def _script(self, sql: str) -> None:
         """Constant statements without parameters, sent together in one round trip."""
-        psycopg = _driver()
-        try:
+        with self._driver_errors():
             self.conn.execute(sql)
-        except psycopg.OperationalError as exc:
-            if self.conn.broken or self.conn.closed:
-                raise _ConnectionLost(self._clean(str(exc))) from None
-            raise self._error(exc) from None
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
 
     def _begin_write(self) -> None:
         self._script(_BEGIN_WRITE)
