@@ -110,6 +110,8 @@ def plan(
 
 
 def _target(sensor: RunStatusSensorDefinition, request: RunRequest) -> JobDefinition:
+    if request.job_name is None and len(sensor.request_jobs) == 1:
+        return sensor.request_jobs[0]  # the usual case, once per RunRequest of a big tick
     targets = {job.name: job for job in sensor.request_jobs}
     if request.job_name is not None:
         if request.job_name not in targets:
