@@ -81,7 +81,7 @@ def _walk(value: Any, where: str, path: tuple[Any, ...], depth: int) -> Any:
                             " string",
                             "JSON object keys are strings",
                         )
-                    key = str(key)
+                    key = str.__str__(key)  # its characters: an enum's __str__ is its name
                 if not key.isascii():
                     key = clean(key)
                 item_kind = type(item)
@@ -93,8 +93,8 @@ def _walk(value: Any, where: str, path: tuple[Any, ...], depth: int) -> Any:
                     out[key] = _walk(item, where, (*path, key), depth + 1)
             return out
         return [_walk(item, where, (*path, i), depth + 1) for i, item in enumerate(value)]
-    if isinstance(value, str):
-        return clean(str(value))
+    if isinstance(value, str):  # a str subclass (an enum of str): its characters, as JSON has them
+        return clean(str.__str__(value))
     if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):

@@ -189,3 +189,26 @@ def test_config_errors_are_user_errors_with_exit_code_2():
 
     assert info.value.exit_code == 2
     assert str(info.value) == "ops.status_report.config.job_name: expected str, got int 1"
+
+
+def test_str_enum_values_and_keys_are_stored_as_their_text():
+    """Given a `(str, Enum)` member as a value or key (JSON encodes it as its value), then the
+    validated config holds that text, not the enum's name that `str()` would give."""
+    import enum
+    import json
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    config = validate_run_config(
+        tuned_job, cfg("tuned", {**GOOD_TUNED, "extra": {Color.RED: Color.RED, "l": [Color.RED]}})
+    )
+    extra = config["ops"]["tuned"]["config"]["extra"]
+    assert extra == {"red": "red", "l": ["red"]}
+    assert json.dumps(extra) == '{"red": "red", "l": ["red"]}'
+    assert (
+        validate_run_config(status_reporting_job, cfg("status_report", {"job_name": Color.RED}))[
+            "ops"
+        ]["status_report"]["config"]["job_name"]
+        == "red"
+    )

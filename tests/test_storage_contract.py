@@ -499,6 +499,17 @@ def test_history_written_before_schema_7_is_found_from_its_runs_after_the_upgrad
         assert [r.run_id for r in db.requested_runs("parent")] == ["child"]
         assert [e.event_type for e in db.events_for_run("child")] == [EventType.RUN_ENQUEUED]
         assert db.reactions_to_run("child") == [] and db.requested_runs("child") == []
+        # A runsense from before schema 7, still running, writes rows without the new columns.
+        late = [
+            "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
+            " parent_run_id, root_run_id) VALUES ('late', 'job', 'loc', 'QUEUED', '{}', '{}',"
+            " 300.0, 'parent', 'parent')",
+            "INSERT INTO events (run_id, event_type, timestamp, job_name, location)"
+            " VALUES ('parent', 'SENSOR_REACTION', 310.0, 'job', 'loc')",
+        ]
+        db._write(lambda: [db._execute(row) for row in late])
+        assert [e.timestamp for e in db.events_for_run("parent")] == [150.0, 310.0]
+        assert [r.run_id for r in db.requested_runs("parent")] == ["child", "late"]
 
 
 def test_db_copy_moves_history_and_cursors_and_refuses_a_full_target(db, tmp_path, backend):

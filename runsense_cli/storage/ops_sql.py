@@ -16,7 +16,8 @@ from .sql import SqlBase
 _CHUNK = 500  # ids per IN (...) list: well under both backends' parameter limits
 _FINISHED = sorted(status.value for status in FINISHED_STATUSES)
 # Events e of run r: a range of events_by_run, keyed by the run's creation time (schema M007).
-_OF_RUN_R = "e.run_created_at = r.created_at AND e.run_id = r.run_id"
+# (Or without that time: see rows.RUN_EVENTS.)
+_OF_RUN_R = "(e.run_created_at = r.created_at OR e.run_created_at IS NULL) AND e.run_id = r.run_id"
 _DONE_REACTIONS = (ReactionState.SUCCESS.value, ReactionState.SKIPPED.value)
 
 

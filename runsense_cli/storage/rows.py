@@ -31,8 +31,13 @@ RUN_COLUMNS = ", ".join(RUN_FIELDS)
 RUN_COLUMNS_R = ", ".join(f"r.{name}" for name in RUN_FIELDS)
 EVENT_COLUMNS = "id, run_id, event_type, timestamp, message, step_key, level, error"
 # "The events of run ?" (bind the run id twice): one range of `events_by_run`, whose key starts
-# with the run's creation time so that new entries land at its end (schema M007).
-RUN_EVENTS = "run_created_at = (SELECT created_at FROM runs WHERE run_id = ?) AND run_id = ?"
+# with the run's creation time so that new entries land at its end (schema M007). The second
+# range holds rows without that time: written by a runsense from before M007 still running when
+# a newer one migrated the database.
+RUN_EVENTS = (
+    "(run_created_at = (SELECT created_at FROM runs WHERE run_id = ?) OR run_created_at IS NULL)"
+    " AND run_id = ?"
+)
 # The creation time of run ? (a primary-key lookup): it leads `runs_by_parent`'s key, as the run's
 # own creation time leads `events_by_run`'s.
 PARENT_TIME = "(SELECT p.created_at FROM runs p WHERE p.run_id = ?)"

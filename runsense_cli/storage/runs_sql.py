@@ -399,8 +399,9 @@ class RunsSql(AlertsSql):
 
     def requested_runs(self, run_id: str) -> list[RunRecord]:
         rows = self._all(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_created_at = {PARENT_TIME}"
-            f" AND parent_run_id = ? ORDER BY created_at, {self.run_order}",
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE (parent_created_at = {PARENT_TIME}"
+            " OR parent_created_at IS NULL) AND parent_run_id = ?"
+            f" ORDER BY created_at, {self.run_order}",
             (run_id, run_id),
         )
         return [run_from_row(row) for row in rows]
