@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import cli, query, start_daemon, stop, wait_for_log, wait_until
+from tests.processes import (
+    cli,
+    pid_running,
+    query,
+    start_daemon,
+    stop,
+    wait_for_log,
+    wait_until,
+)
 
 # name: (the body of the sensor function, what its failed reaction must say)
 CATALOGUE: dict[str, tuple[str, str]] = {
@@ -554,7 +562,7 @@ def test_a_dead_tick_process_s_sensor_waits_for_its_parent_to_fail_the_call(
     try:
         supervisor.start(evaluator, sensor)
         pid = supervisor.workers[sensor.name].pid
-        wait_until(lambda: _state(pid) == " Z ", timeout=10)  # dead, not yet reaped by its parent
+        wait_until(lambda: not pid_running(pid), timeout=10)  # dead, not yet reaped by its parent
         holder = str(ProcessId.of(bystander.pid))
         assert not other.acquire_lease(sensor_id, "bystander", 15, holder)
         ends = []
@@ -569,11 +577,3 @@ def test_a_dead_tick_process_s_sensor_waits_for_its_parent_to_fail_the_call(
         bystander.wait()
         other.close()
         storage.close()
-
-
-def _state(pid: int) -> str:
-    """The process's state letter in /proc, spaced (" Z " for a zombie, or for one gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
-    except OSError:
-        return " Z "

@@ -65,11 +65,8 @@ defs = Definitions(jobs=[show_job, bail_job, sleepy], sensors=[on_failure])
 
 
 @pytest.fixture
-def proj(tmp_path: Path, home: Path):
-    path = tmp_path / "proj" / "warmdefs.py"
-    path.parent.mkdir()
-    path.write_text(PROJECT)
-    yield path
+def proj(project, home: Path):
+    yield project(PROJECT, "warmdefs")
     kill_workers_in_progress(home)
 
 

@@ -30,17 +30,20 @@ RUN_FIELDS = [
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 RUN_COLUMNS_R = ", ".join(f"r.{name}" for name in RUN_FIELDS)
 EVENT_COLUMNS = "id, run_id, event_type, timestamp, message, step_key, level, error"
-# "The events of run ?" (bind the run id twice): one range of `events_by_run`, whose key starts
-# with the run's creation time so that new entries land at its end (schema M007). The second
-# range holds rows without that time: written by a runsense from before M007 still running when
-# a newer one migrated the database.
-RUN_EVENTS = (
-    "(run_created_at = (SELECT created_at FROM runs WHERE run_id = ?) OR run_created_at IS NULL)"
-    " AND run_id = ?"
-)
-# The creation time of run ? (a primary-key lookup): it leads `runs_by_parent`'s key, as the run's
-# own creation time leads `events_by_run`'s.
-PARENT_TIME = "(SELECT p.created_at FROM runs p WHERE p.run_id = ?)"
+# The creation time of run ? (a primary-key lookup). Schema M007 leads the indexes of rows that
+# belong to a run with it (`events_by_run`, `runs_by_parent`), so new entries land at their end.
+TIME_OF_RUN = "(SELECT p.created_at FROM runs p WHERE p.run_id = ?)"
+
+
+def of_run(time_column: str, id_column: str) -> str:
+    """The rows of run ? (bind its id twice) in an index keyed (time_column, id_column, ...):
+    one range, and a second for rows without the time, written by a runsense from before M007
+    still running when a newer one migrated the database."""
+    return f"({time_column} = {TIME_OF_RUN} OR {time_column} IS NULL) AND {id_column} = ?"
+
+
+RUN_EVENTS = of_run("run_created_at", "run_id")  # the events of run ?
+RUN_CHILDREN = of_run("parent_created_at", "parent_run_id")  # the runs run ? requested
 EVENT_COLUMNS_E = ", ".join(f"e.{name.strip()}" for name in EVENT_COLUMNS.split(","))
 SENSOR_COLUMNS = "id, location, name, status, cursor, started_at, last_tick_at, status_source"
 REACTION_COLUMNS = (

@@ -23,9 +23,10 @@ from ..runs import (
 from .alerts_sql import AlertsSql
 from .rows import (
     EVENT_COLUMNS,
-    PARENT_TIME,
+    RUN_CHILDREN,
     RUN_COLUMNS,
     RUN_EVENTS,
+    TIME_OF_RUN,
     event_from_row,
     run_from_row,
     status_message,
@@ -82,7 +83,7 @@ class RunsSql(AlertsSql):
                 "INSERT INTO runs (run_id, job_name, location, status, run_config, tags,"
                 " created_at, parent_run_id, root_run_id, worker_pid, origin, worker, heartbeat_at,"
                 " parent_created_at)"
-                f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {beat}, {PARENT_TIME})",
+                f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {beat}, {TIME_OF_RUN})",
                 (
                     run.run_id,
                     job_name,
@@ -399,8 +400,7 @@ class RunsSql(AlertsSql):
 
     def requested_runs(self, run_id: str) -> list[RunRecord]:
         rows = self._all(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE (parent_created_at = {PARENT_TIME}"
-            " OR parent_created_at IS NULL) AND parent_run_id = ?"
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {RUN_CHILDREN}"
             f" ORDER BY created_at, {self.run_order}",
             (run_id, run_id),
         )

@@ -13,9 +13,9 @@ from ..records import Reaction, ReactionState, SensorState, SensorStatus, Tick
 from ..runs import EventType, RunStatus
 from .reactions_sql import ReactionsSql
 from .rows import (
-    PARENT_TIME,
     SENSOR_COLUMNS,
     TICK_COLUMNS,
+    TIME_OF_RUN,
     sensor_from_row,
     tick_from_row,
 )
@@ -294,7 +294,7 @@ class SensorsSql(ReactionsSql):
         self._executemany(
             "INSERT INTO runs (run_id, job_name, location, status, run_config, tags, created_at,"
             " parent_run_id, root_run_id, origin, parent_created_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {PARENT_TIME})",
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TIME_OF_RUN})",
             [
                 (
                     r.run_id,

@@ -204,14 +204,12 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
 
     @contextmanager
     def bulk_writes(self) -> Iterator[None]:
-        # Each page of a big tick dirties ~2,000 scattered index pages (events and reactions by
-        # run id); checkpointing after every commit copied them back again and again (a third
-        # of a 100k tick). Deferred to the end, pages written by several commits are copied once.
-        # The same index pages are read again page after page: SQLite's default 2 MB cache holds
-        # a fraction of them, so each page read them back through the OS. A bigger cache for the
-        # tick only (given back after it, so an idle daemon stays small).
-        # From its second page on, a big tick leaves checkpoints to a thread of their own
-        # (checkpointer.py), on the other core; the autocheckpoint stays as a backstop.
+        # A big tick commits page after page. From its second page on, a thread of its own
+        # (checkpointer.py) copies the WAL back on the other core; the writer's autocheckpoint is
+        # raised to stay out of its way, as a backstop only. Index pages are read again page
+        # after page (the runs' primary key, random uuid4s, most): SQLite's default 2 MB cache
+        # holds a fraction of them, so a bigger one for the tick only (given back after it, so an
+        # idle daemon stays small).
         cache = self.conn.execute("PRAGMA cache_size").fetchone()[0]
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES}")
         self.conn.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
@@ -230,7 +228,7 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
         super()._commit(notify)
         if self._bulk_commits is not None:
             self._bulk_commits += 1
-            if self._bulk_commits == 2 and not self.memory and self._checkpointer is None:
+            if self._bulk_commits == 2 and not self.memory:
                 self._checkpointer = WalCheckpointer(str(self.path))
                 self._checkpointer.start()
 
