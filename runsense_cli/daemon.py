@@ -28,7 +28,6 @@ from .evaluation import SensorEvaluator, TickResult
 from .identity import current
 from .launcher import DeadRun, RunLauncher
 from .overdue import mark_overdue_runs
-from .records import SensorStatus
 from .reload import CodeWatcher, reload_definitions
 from .runs import RunRecord
 from .storage import PruneResult
@@ -121,6 +120,7 @@ class Daemon:
         self.retention = retention
         self._last_prune = -PRUNE_EVERY_S
         self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
+        self._newest_seen = -1  # the newest event id the last sensor check saw
         self.ticks = TickSupervisor()
         directory = (evaluator.origin or {}).get("directory")
         self.watcher = CodeWatcher(directory) if watch_code and directory else None
@@ -158,16 +158,20 @@ class Daemon:
     def run_forever(self) -> None:
         storage = self.evaluator.storage
         self.reporter.started(os.getpid(), sorted(self.evaluator.definitions.sensors))
+        last_full = -self.interval
         while not self.stop_requested.is_set():
             started = time.monotonic()
+            full = started - last_full >= self.interval
+            if full:
+                last_full = started
             try:
                 self._reload_if_changed()
                 self._heartbeat()
-                self.run_pass()
+                self.run_pass(full=full)
             except RunsenseError as exc:
                 self.reporter.error(str(exc))
             self.reporter.idle()
-            remaining = self.interval - (time.monotonic() - started)
+            remaining = self.interval - (time.monotonic() - last_full)
             deadline = self.ticks.next_deadline()
             if deadline is not None:
                 remaining = min(remaining, deadline + 0.01)
@@ -181,6 +185,7 @@ class Daemon:
                     self.reporter.error(str(exc))
                     self.stop_requested.wait(remaining)
         self._report_ticks(self.ticks.stop(min(TICK_STOP_GRACE_S, self.stop_grace * 0.75)))
+        self.launcher.close()  # run servers finish the runs they have, then end
         if self._deadline is not None:
             self._deadline.cancel()
         with contextlib.suppress(RunsenseError):  # if it fails, its heartbeat ages out instead
@@ -234,50 +239,70 @@ class Daemon:
         if self.evaluator.origin:
             self.launcher.project = LoadedProject(self.evaluator.origin, self.evaluator.definitions)
 
-    def run_pass(self) -> None:
+    def run_pass(self, full: bool = True) -> None:
+        """One pass. A full one (every `interval`) checks everything; one woken early by a
+        change does only what a change can call for: its own ended workers, queued runs, and
+        sensors if there are new events. Cancels, other hosts' dead runs, overdue runs and the
+        sensors' due retries wait for the next full pass, at most `interval` away."""
         from .cancel import enforce_cancels
 
         storage = self.evaluator.storage
-        self._report_ticks()
-        for run in enforce_cancels(storage, self._signalled):
-            self.reporter.run_ended(run)
-        dead = self.launcher.fail_dead_runs()
+        ticks_ended = self._report_ticks()
+        if full:
+            for run in enforce_cancels(storage, self._signalled):
+                self.reporter.run_ended(run)
+        self.launcher.reap()
+        ended = self.launcher.take_ended()
+        # A worker that reported its run finished leaves nothing to fail; one that did not (it
+        # died) is failed now, not at the next full pass.
+        unfinished = any(run is None or not run.is_finished for run in ended.values())
+        dead = self.launcher.fail_dead_runs() if full or unfinished else []
         for one in dead:
             self.reporter.dead(one)
         reported = {one.run.run_id for one in dead}
-        for run_id in self.launcher.take_ended():
-            run = storage.get_run(run_id)
+        for run_id, run in ended.items():
+            if run is None or not run.is_finished:
+                run = storage.get_run(run_id)
             if run.is_finished and run_id not in reported:
                 self.reporter.run_ended(run)
-        self._prune_when_due()
+        if full:
+            self._prune_when_due()
         if launched := self.launcher.launch_queued():
             self.reporter.launched(launched)
         now = self.clock()
-        mark_overdue_runs(self.evaluator.storage, now)
-        storage = self.evaluator.storage
+        if full:
+            mark_overdue_runs(storage, now)
+        newest = storage.newest_event_id()
+        if not full and not ticks_ended and newest == self._newest_seen:
+            return  # (a sensor busy in a tick when the events came is looked at when it ends)
+        self._newest_seen = newest
+        running = storage.running_sensors(self.evaluator.location)
         for name, sensor in self.evaluator.definitions.sensors.items():
             if self.stop_requested.is_set():
                 return
             if self.ticks.busy(name):
                 continue  # one tick of a sensor at a time; the others go on meanwhile
-            state = storage.sensor_state(self.evaluator.location, name)
-            if state is None or state.status != SensorStatus.RUNNING:
+            state = running.get(name)
+            if state is None:
                 continue
             interval = sensor.minimum_interval_seconds or 0
             if interval and now - self._last_tick.get(name, 0.0) < interval:
                 continue
-            if not self.evaluator.has_work(sensor, state, now):
+            if not self.evaluator.has_work(sensor, state, now, newest=newest, retries=full):
                 continue
             self.ticks.start(self.evaluator, sensor, lease_wait=0, sensor_id=state.sensor_id)
             self._last_tick[name] = now
 
-    def _report_ticks(self, ends: list[TickEnd] | None = None) -> None:
-        """Report the ticks that ended; a busy sensor (another process ticks it) says nothing."""
-        for end in self.ticks.collect() if ends is None else ends:
+    def _report_ticks(self, ends: list[TickEnd] | None = None) -> int:
+        """Report the ticks that ended (how many); a busy sensor (another process ticks it)
+        says nothing."""
+        ends = self.ticks.collect() if ends is None else ends
+        for end in ends:
             if end.result is not None:
                 self.reporter.tick(end.result)
             elif end.error and not end.busy:
                 self.reporter.error(end.error)
+        return len(ends)
 
     def _prune_when_due(self) -> None:
         """With a retention, delete older history once an hour (SPEC §12)."""

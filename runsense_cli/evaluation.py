@@ -90,19 +90,32 @@ class SensorEvaluator(Reacting):
             sensor.event_types, state.cursor, sensor.scope(self.location), LAG_CAP
         )
 
-    def has_work(self, sensor: RunStatusSensorDefinition, state: SensorState, now: float) -> bool:
-        """A new matching event, or a failed reaction that is due: the daemon's per-pass check.
+    def has_work(
+        self,
+        sensor: RunStatusSensorDefinition,
+        state: SensorState,
+        now: float,
+        *,
+        newest: int | None = None,
+        retries: bool = True,
+    ) -> bool:
+        """A new matching event, or (with `retries`) a failed reaction that is due: the daemon's
+        per-pass check. `newest`: the newest event id, if the caller has just read it.
 
         O(1) in history size whatever the scope: events a pass found not to match are never read
         again (the mark), and once many pile up the stored cursor skips them, so a restarted
         daemon does not read them either. The cursor itself moves only when a page commits.
         """
-        if self._new_events(sensor, state):
+        if self._new_events(sensor, state, newest):
             return True
+        if not retries:
+            return False
         due = self.storage.next_retry_at(state.sensor_id)
         return due is not None and due <= now
 
-    def _new_events(self, sensor: RunStatusSensorDefinition, state: SensorState) -> bool:
+    def _new_events(
+        self, sensor: RunStatusSensorDefinition, state: SensorState, newest: int | None = None
+    ) -> bool:
         scope = sensor.scope(self.location)
         key = (sensor.event_types, scope)
         mark = self._checked.get(state.sensor_id)
@@ -110,7 +123,8 @@ class SensorEvaluator(Reacting):
         if mark is not None and mark[0] == key and mark[1] <= state.cursor:
             after = max(after, mark[2])  # nothing matched in (mark[1], mark[2]]
         # Read first: every event up to `newest` is visible by now (ids become visible in order).
-        newest = self.storage.newest_event_id()
+        if newest is None:
+            newest = self.storage.newest_event_id()
         if newest <= after:
             return False
         if self.storage.has_status_events_after(sensor.event_types, after, scope):

@@ -3,10 +3,10 @@
 A launcher claims a run in the database (QUEUED → STARTING, with a token) before it starts a
 worker, so two launchers (two daemons, or a daemon and `sensor tick`) never start the same run;
 the worker confirms the claim before executing anything. A launcher that lives in a process
-that has loaded the project (the daemon, `sensor tick`) forks its workers from itself (warm:
-nothing to import again, see `warm_worker`); others, or any with RUNSENSE_COLD_WORKERS=1, start
-`python -m runsense_cli _worker`. Either way it watches each child through a pidfd, so whoever
-waits on `fds()` wakes the moment a worker ends. A run is failed for a dead worker only
+that has loaded the project (the daemon, `sensor tick`) hands its runs to run servers forked
+from itself (warm: nothing to import again, one database connection for many runs, see
+`warm_worker`); others, or any with RUNSENSE_COLD_WORKERS=1, start `python -m runsense_cli
+_worker` for each run. Whoever waits on `fds()` wakes the moment a worker is done with a run. A run is failed for a dead worker only
 on evidence: its launcher saw its own child exit, or the worker's identity (node, pid, start time)
 says it is gone on this node, or, elsewhere, its heartbeat is older than `heartbeat_timeout`.
 """
@@ -28,19 +28,23 @@ from typing import Protocol
 from .identity import ProcessId, current, node_name, pid_alive
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
+from .warm_worker import RunServer
 from .worker import LoadedProject
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+DEFAULT_RUNS_PER_WORKER = 100
+SERVER_IDLE_S = 10.0  # a run server with nothing to run this long ends
 ENDED_KEPT = 1000  # ended runs remembered for a caller that never calls take_ended
 
 
 class WorkerProcess(Protocol):
-    """A worker child as the launcher sees it: a `Popen` (cold) or a `ForkedWorker` (warm)."""
+    """A run's worker as the launcher sees it: a `Popen` (cold) or a `RunServer` (warm)."""
 
     pid: int
 
-    def poll(self) -> int | None: ...
+    def poll(self) -> int | None:
+        """The exit code of the run's worker once it is done with the run."""
 
 
 def cold_workers_only() -> bool:
@@ -70,6 +74,7 @@ class RunLauncher:
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
         database_url: str | None = None,
         project: LoadedProject | None = None,
+        runs_per_worker: int = DEFAULT_RUNS_PER_WORKER,
     ) -> None:
         self.storage = storage
         self.home = home
@@ -80,6 +85,9 @@ class RunLauncher:
         # The project this process has loaded (the daemon replaces it on every reload): runs of
         # it are forked from here; without one, every worker is a fresh interpreter.
         self.project = project
+        self.runs_per_worker = max(1, runs_per_worker)
+        self._idle: list[RunServer] = []  # run servers waiting for a run, newest last
+        self._ending: list[RunServer] = []  # retired or ended, not yet reaped
         # Every per-run structure below is bounded by the runs in progress, never by the runs
         # launched over the process's life (a daemon launches millions): entries go once used.
         self.children: dict[str, WorkerProcess] = {}
@@ -94,12 +102,14 @@ class RunLauncher:
         self._generation = storage.connection_generation
         # Runs whose worker child exited since the last `take_ended` (for the daemon's log); a
         # caller that never asks (`sensor tick` waiting for its runs) keeps only the newest.
-        self._ended: deque[str] = deque(maxlen=ENDED_KEPT)
+        self._ended: deque[tuple[str, RunRecord | None]] = deque(maxlen=ENDED_KEPT)
 
     def launch_queued(self, run_ids: set[str] | None = None) -> list[str]:
         """Claim and start queued runs (oldest first, or only `run_ids`) while there is room."""
         self.reap()
         node = node_name()
+        if len(self.children) >= self.max_concurrent_runs:
+            return []  # full, whatever else runs on this node: no need to look
         in_progress = self.storage.runs_with_status(IN_PROGRESS_STATUSES)
         mine = sum(1 for run in in_progress if _node_of(run.worker or run.launcher) in (node, None))
         self._keep_codes_of(in_progress)
@@ -110,41 +120,33 @@ class RunLauncher:
         try:
             for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
                 try:
-                    child = self._spawn(run.run_id, token)
+                    child = self._spawn(run, token)
                 except OSError as exc:
                     self.storage.set_run_status(
                         run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
                     )
                     continue
                 self.children[run.run_id] = child
-                with contextlib.suppress(AttributeError, OSError):
-                    self._pidfds[run.run_id] = os.pidfd_open(child.pid)
-                # From here the run lives or dies with this process, not with the launcher (a
-                # `sensor tick --no-wait` exits at once; a daemon may be stopped or killed).
-                self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
                 started.append(run.run_id)
+                if isinstance(child, subprocess.Popen):
+                    with contextlib.suppress(AttributeError, OSError):
+                        self._pidfds[run.run_id] = os.pidfd_open(child.pid)
+                    # From here the run lives or dies with this process, not with the launcher
+                    # (a `sensor tick --no-wait` exits at once; a daemon may be stopped or
+                    # killed). A run server registers itself as the run's worker at once.
+                    self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
         finally:
             for child in self.children.values():
-                settle = getattr(child, "settle", None)
-                if settle is not None:
-                    settle()  # forked ones hold their database locks from here on (no-op after)
+                if isinstance(child, RunServer):
+                    child.settle()  # it holds its database locks from here on (no-op after)
         return started
 
-    def _spawn(self, run_id: str, token: str) -> WorkerProcess:
+    def _spawn(self, run: RunRecord, token: str) -> WorkerProcess:
+        run_id = run.run_id
         logs = self.home / "logs"
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.project is not None and hasattr(os, "fork") and not cold_workers_only():
-            from .warm_worker import fork_worker
-
-            return fork_worker(
-                self.storage,
-                logs / f"{run_id}.log",
-                run_id,
-                token,
-                self.project,
-                self.home,
-                self.database_url,
-            )
+            return self._serve(run, token, self.project)
         fd = os.open(logs / f"{run_id}.log", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         env = dict(os.environ)
         if self.database_url:
@@ -171,8 +173,33 @@ class RunLauncher:
         finally:
             os.close(fd)
 
+    def _serve(self, run: RunRecord, token: str, project: LoadedProject) -> RunServer:
+        """An idle run server of the current project (else a new one) given the run."""
+        while self._idle:
+            server = self._idle.pop()
+            try:
+                server.assign(run, token)
+                return server
+            except OSError:
+                self._end(server)  # it died while idle: the next one
+        server = RunServer(
+            self.storage, self.home, project, self.database_url, self.runs_per_worker
+        )
+        try:
+            server.assign(run, token)
+        except OSError:
+            self._end(server)
+            raise
+        return server
+
+    def _end(self, server: RunServer) -> None:
+        server.retire()
+        if not server.reap():
+            self._ending.append(server)
+
     def reap(self) -> dict[str, int]:
-        """Collect exit codes of finished children (so none linger as zombies)."""
+        """Collect the exit codes of runs whose worker is done with them (so no child lingers
+        as a zombie), and end run servers that are idle too long or of replaced code."""
         done = {}
         for run_id, child in list(self.children.items()):
             code = child.poll()
@@ -183,16 +210,43 @@ class RunLauncher:
                 if pidfd is not None:
                     os.close(pidfd)
                 self._exit_codes[run_id] = code
-                self._ended.append(run_id)
+                self._ended.append((run_id, getattr(child, "final", None)))
+                if isinstance(child, RunServer):
+                    child.done_with_run()
+                    if child.ended or child.project is not self.project:
+                        self._end(child)
+                    else:
+                        self._idle.append(child)
+        now = time.monotonic()
+        for server in list(self._idle):
+            if server.project is not self.project or now - server.idle_since > SERVER_IDLE_S:
+                self._idle.remove(server)
+                self._end(server)
+        self._ending = [server for server in self._ending if not server.reap()]
         return done
 
-    def fds(self) -> list[int]:
-        """Descriptors that become readable when a worker child ends (to wait on with others)."""
-        return list(self._pidfds.values())
+    def close(self) -> None:
+        """Idle run servers end now; busy ones once their run is done."""
+        for server in [*self._idle, *self.children.values()]:
+            if isinstance(server, RunServer):
+                server.retire()
+        for server in self._idle:
+            self._end(server)
+        self._idle.clear()
 
-    def take_ended(self) -> list[str]:
-        """Runs whose worker (a child of this launcher) has exited since the last call."""
-        ended = list(self._ended)
+    def fds(self) -> list[int]:
+        """Descriptors that become readable when a worker is done with its run (to wait on
+        with others)."""
+        fds = list(self._pidfds.values())
+        for child in self.children.values():
+            if isinstance(child, RunServer):
+                fds += child.fds()
+        return fds
+
+    def take_ended(self) -> dict[str, RunRecord | None]:
+        """Runs whose worker (a child of this launcher) is done with them since the last call,
+        each as its worker last stored it, if it said (a run server does)."""
+        ended = dict(self._ended)
         self._ended.clear()
         return ended
 

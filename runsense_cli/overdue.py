@@ -27,10 +27,10 @@ def _limit(run: RunRecord) -> tuple[str, float, float] | None:
 
 
 def mark_overdue_runs(storage: Storage, now: float) -> list[str]:
-    """Write the RUN_OVERDUE events now due; returns the ids of the runs marked. Cheap when no
-    run has a limit: one read of the unfinished runs."""
+    """Write the RUN_OVERDUE events now due; returns the ids of the runs marked. It reads only
+    unfinished runs that have a limit: none, usually, however many runs are queued."""
     due = []
-    for run in storage.runs_with_status(WATCHED):
+    for run in storage.runs_with_limits(WATCHED):
         found = _limit(run)
         if found is not None and now - found[2] >= found[1]:
             due.append((run, found))

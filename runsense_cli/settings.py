@@ -19,6 +19,7 @@ KNOWN: dict[str, tuple[type | tuple[type, ...], str]] = {
     "database_url": (str, "a postgresql:// or sqlite:/// URL"),
     "interval": ((int, float), "seconds between daemon passes, > 0"),
     "max_concurrent_runs": (int, "run workers at most at once on one machine, >= 1"),
+    "runs_per_worker": (int, "runs one warm worker process runs before a fresh one, >= 1"),
     "heartbeat_timeout": (
         (int, float),
         "seconds without a heartbeat before a run is failed, >= 30 (workers beat every 10 s)",
@@ -73,7 +74,7 @@ def check_settings(values: Any, source: Path, section: str) -> dict[str, Any]:
             ok = value > 0
         if ok and key == "heartbeat_timeout":
             ok = value >= 30
-        if ok and key == "max_concurrent_runs":
+        if ok and key in ("max_concurrent_runs", "runs_per_worker"):
             ok = value >= 1
         if ok and key == "retention":
             from .operations import parse_age

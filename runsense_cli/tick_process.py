@@ -27,12 +27,13 @@ from . import parent_fds
 from .call_watch import CallInFlight, CallWatch
 from .errors import LeaseLostError, RunsenseError
 from .evaluation import SensorEvaluator
+from .frames import FrameReader, send_frame
 from .identity import current
 from .leases import LEASE_WAIT_S, lease_ttl
 from .outcomes import TickResult
 from .records import Tick, TickStatus
 from .sensors import RunStatusSensorDefinition
-from .tick_worker import FrameReader, TickCommand, TickEnd, libc, send_frame, serve_ticks
+from .tick_worker import TickCommand, TickEnd, libc, serve_ticks
 
 IDLE_RETIRE_S = 300.0  # a tick process idle this long ends; the next tick forks a new one
 RETIRED_GRACE_S = 5.0  # an idle retired process still there after this is killed

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import pickle
 import signal
-import struct
 import sys
 import threading
 import time
@@ -25,12 +23,12 @@ from typing import Any, NoReturn
 from .call_watch import CallWatch
 from .errors import RunsenseError, SensorBusyError, describe
 from .evaluation import SensorEvaluator
+from .frames import read_frame, send_frame
 from .outcomes import TickResult
 
 EXIT_RUNSENSE_FAILED = 70
 PARENT_CHECK_S = 0.5
 PR_SET_PDEATHSIG = 1
-_LENGTH = struct.Struct("=I")
 
 
 @dataclass
@@ -53,68 +51,6 @@ class TickCommand:
     # process takes the sensor over before the parent has failed the call that killed it (it
     # would call that event again as new); if the parent dies too, the lease is free at once.
     holder: str
-
-
-# -- frames ------------------------------------------------------------------------------------
-
-
-def send_frame(fd: int, value: Any) -> None:
-    data = pickle.dumps(value)
-    view = memoryview(_LENGTH.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class FrameReader:
-    """Collects frames from a non-blocking pipe as its bytes arrive."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = bytearray()
-        self.closed = False
-
-    def read(self) -> list[Any]:
-        while not self.closed:
-            try:
-                chunk = os.read(self.fd, 1 << 16)
-            except (BlockingIOError, InterruptedError):
-                break
-            if not chunk:
-                self.closed = True
-                break
-            self.buffer += chunk
-        frames = []
-        while len(self.buffer) >= _LENGTH.size:
-            (size,) = _LENGTH.unpack_from(self.buffer)
-            if len(self.buffer) < _LENGTH.size + size:
-                break
-            payload = bytes(self.buffer[_LENGTH.size : _LENGTH.size + size])
-            del self.buffer[: _LENGTH.size + size]
-            try:
-                frames.append(pickle.loads(payload))
-            except Exception:
-                continue  # nothing a well-behaved child sends; the death, if any, is reaped
-        return frames
-
-
-def _read_frame(fd: int) -> Any | None:
-    """The next frame from a blocking pipe; None at its end (the parent retired this process)."""
-    header = _read_exactly(fd, _LENGTH.size)
-    if header is None:
-        return None
-    (size,) = _LENGTH.unpack(header)
-    payload = _read_exactly(fd, size)
-    return None if payload is None else pickle.loads(payload)
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -150,7 +86,7 @@ def serve_ticks(
         watch.owner = os.getpid()
         evaluator.watch = watch
         evaluator.call_timeout = parent.call_timeout
-        while (command := _read_frame(commands)) is not None:
+        while (command := read_frame(commands)) is not None:
             name = command.sensor
             stop.clear()
             send_frame(results, _tick(evaluator, command, stop))

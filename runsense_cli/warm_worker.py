@@ -1,12 +1,21 @@
-"""Warm run workers: a run's worker forked from a process that has loaded the project already.
+"""Warm run workers: processes forked from one that has loaded the project, each running claimed
+runs one after another.
 
-The daemon (and `sensor tick`) imported runsense and the project when it started; a worker forked
-from it starts in about a millisecond instead of importing them again (~55 ms and more for a big
-project). The child leaves the parent's session (Ctrl-C on the daemon's terminal does not reach
-it, and it outlives a stopped daemon like a cold worker), takes back default signal handlers and
-fresh standard streams on the run's log file, opens a database connection of its own (the
-parent's is never touched), runs the claim as a cold worker does and ends with `os._exit`: it
-never returns into the parent's code.
+The daemon (and `sensor tick`) imported runsense and the project when it started; a run server
+forked from it starts in about a millisecond instead of importing them again (~55 ms and more for
+a big project), and it opens its database connection once, not once a run: on PostgreSQL a new
+connection costs the server ~10 ms of CPU, more than the run. A server runs one run at a time,
+so whatever a run does to its process (`os._exit`, a segfault, a hang stopped by a cancel) kills
+that run only; its parent fails the run as it would a one-run worker's, and the next run gets a
+fresh server. A server goes on to another run only after one that ended SUCCESS or FAILURE by its
+own commit (no cancel can be on its way to it then) and ends after `runs_per_worker` runs, so
+what user code leaves behind in a process does not outlive that many runs.
+
+The child leaves the parent's session (Ctrl-C on the daemon's terminal does not reach it, and it
+finishes its run when the daemon stops, as a cold worker does), takes back default signal
+handlers, writes each run's output to that run's log file, and ends with `os._exit` when its
+parent closes its command pipe (retired, or the parent is gone): it never returns into the
+parent's code.
 """
 
 from __future__ import annotations
@@ -17,65 +26,65 @@ import io
 import os
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import cancel, execution, run_output  # noqa: F401 - imported once here, not per child
+from . import cancel, execution, parent_fds, run_output  # noqa: F401 - imported once, not per run
 from .errors import RunsenseError, describe
+from .frames import FrameReader, read_frame, send_frame
+from .runs import RunRecord
 from .storage import Storage, open_storage
-from .worker import LoadedProject, run_claimed
+from .worker import LoadedProject, Outcome, serve_warm
 
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-_CRASHED = 70  # runsense itself failed in the child before the run could be executed
+_CRASHED = 70  # runsense itself failed in the child: the run in progress, if any, is failed
 
 
-class ForkedWorker:
-    """The parent's handle on a forked worker, with the part of `Popen` the launcher uses."""
+@dataclass(frozen=True)
+class Claim:
+    """A run the parent claimed for this server (parent → child)."""
 
-    def __init__(self, pid: int, ready: int = -1) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-        self._ready = ready
+    run: RunRecord  # as the claim left it (STARTING)
+    token: str
 
-    def settle(self) -> None:
-        """Wait until the child holds its database locks (or died): only then may this process
-        close its own connection (see `Storage.hold_in_fork`)."""
-        if self._ready >= 0:
-            with contextlib.suppress(OSError):
-                os.read(self._ready, 1)  # a byte once it holds them, or EOF if it died first
-            os.close(self._ready)
-            self._ready = -1
-
-    def poll(self) -> int | None:
-        """The exit code once it has ended (reaping it), negative for a signal; else None."""
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = self.pid, 0  # reaped elsewhere: as Popen, say 0
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
 
 
-def fork_worker(
-    storage: Storage,
-    log: Path,
-    run_id: str,
-    token: str,
-    project: LoadedProject,
-    home: Path,
-    database_url: str | None,
-) -> ForkedWorker:
-    """Start the worker of one claimed run (OSError if it cannot be). Call `settle()` on it
-    before this process may close its database; meanwhile the child starts on another core."""
-    fd = os.open(log, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    try:
+@dataclass(frozen=True)
+class Done:
+    """The server is done with its run (child → parent); `last`: it ends now."""
+
+    run_id: str
+    code: int
+    last: bool
+    final: RunRecord | None  # the run as the server last stored it, if it ran it
+
+
+class RunServer:
+    """The parent's handle on one run server."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        home: Path,
+        project: LoadedProject,
+        database_url: str | None,
+        runs_per_worker: int,
+    ) -> None:
+        self.project = project
+        self.run_id: str | None = None  # the run it is running
+        self.idle_since = time.monotonic()
+        self.returncode: int | None = None  # its own exit code, once reaped
+        self._code: int | None = None  # the code of the run it was given, once done
+        self.final: RunRecord | None = None  # that run as it stored it last
+        self._last = False
+        commands_r, commands_w = os.pipe()
+        reports_r, reports_w = os.pipe()
         ready_r, ready_w = os.pipe()
-    except OSError:
-        os.close(fd)
-        raise
-    try:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -85,33 +94,118 @@ def fork_worker(
         try:
             pid = os.fork()
             if pid == 0:
-                os.close(ready_r)
-                _child(storage, fd, ready_w, run_id, token, project, home, database_url)
+                for fd in (commands_w, reports_r, ready_r):
+                    os.close(fd)
+                _serve(storage, home, project, database_url, runs_per_worker,
+                       commands_r, reports_w, ready_w)  # fmt: skip
+        except BaseException:
+            for fd in (commands_r, commands_w, reports_r, reports_w, ready_r, ready_w):
+                os.close(fd)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        os.close(ready_w)
-        ready_w = -1
-        worker = ForkedWorker(pid, ready_r)
-        ready_r = -1
-        return worker
-    finally:
-        for one in (fd, ready_r, ready_w):
-            if one >= 0:
-                os.close(one)
+        for fd in (commands_r, reports_w, ready_w):
+            os.close(fd)
+        os.set_blocking(reports_r, False)
+        self.pid = pid
+        self.commands = commands_w
+        self.reports = FrameReader(reports_r)
+        self._ready = ready_r
+        self.pidfd = -1
+        with contextlib.suppress(AttributeError, OSError):
+            self.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
+        # A copy of the command pipe in another child would keep this one from its EOF.
+        parent_fds.keep_from_children(commands_w, reports_r, ready_r, self.pidfd)
+
+    def settle(self) -> None:
+        """Wait until the child holds its database locks (or died): only then may this process
+        close its own connection (see `Storage.hold_in_fork`)."""
+        if self._ready >= 0:
+            with contextlib.suppress(OSError):
+                os.read(self._ready, 1)  # a byte once it holds them, or EOF if it died first
+            self._close(self._ready)
+            self._ready = -1
+
+    def assign(self, run: RunRecord, token: str) -> None:
+        """Give it a claimed run (OSError if it is gone: the caller fails the run)."""
+        self.run_id, self._code, self.final = run.run_id, None, None
+        send_frame(self.commands, Claim(run, token))
+
+    def poll(self) -> int | None:
+        """The exit code of its run once it is done with it (negative: killed by that signal);
+        the server's own exit code if it died running it. Then it is ready for another, unless
+        `ended`."""
+        if self._code is None and self.run_id is not None:
+            for done in self.reports.read():
+                if isinstance(done, Done) and done.run_id == self.run_id:
+                    self._code, self._last, self.final = done.code, done.last, done.final
+            # Its end of the report pipe closed: it is exiting (it closes that last).
+            if self._code is None and self._reap(block=self.reports.closed):
+                self._code = self.returncode
+            if self._code is not None:
+                self.idle_since = time.monotonic()
+        return self._code
+
+    @property
+    def ended(self) -> bool:
+        """It will run nothing more: it said so, it died, or it was retired."""
+        return self._last or self.returncode is not None or self.commands < 0
+
+    def done_with_run(self) -> None:
+        self.run_id = None
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.reports.fd, self.pidfd) if fd >= 0]
+
+    def retire(self) -> None:
+        """No more runs: it ends once the one in progress, if any, is done."""
+        if self.commands >= 0:
+            self._close(self.commands)
+            self.commands = -1
+
+    def reap(self) -> bool:
+        """Whether it has exited (collecting it); then its descriptors are closed."""
+        if not self._reap(block=False):
+            return False
+        self.retire()
+        for fd in (self.reports.fd, self.pidfd, self._ready):
+            if fd >= 0:
+                self._close(fd)
+        self.reports.fd = self.pidfd = self._ready = -1
+        return True
+
+    def _reap(self, block: bool) -> bool:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0  # reaped elsewhere: as Popen, say 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode is not None
+
+    @staticmethod
+    def _close(fd: int) -> None:
+        parent_fds.forget(fd)
+        os.close(fd)
 
 
-def _child(
+# -- the child ----------------------------------------------------------------------------------
+
+
+def _serve(
     parent_storage: Storage,
-    log_fd: int,
-    ready: int,
-    run_id: str,
-    token: str,
-    project: LoadedProject,
     home: Path,
+    project: LoadedProject,
     database_url: str | None,
+    runs_per_worker: int,
+    commands: int,
+    reports: int,
+    ready: int,
 ) -> NoReturn:
-    """The whole life of a forked worker."""
+    """The whole life of a run server."""
     code = _CRASHED
+    claim: Claim | None = None
     try:
         parent_storage.hold_in_fork()  # first: the parent waits for it (it may close next)
         with contextlib.suppress(OSError):  # a parent killed meanwhile waits for nothing: go on
@@ -123,23 +217,63 @@ def _child(
         gc.freeze()
         os.setsid()
         _default_signals()
-        _standard_streams(log_fd)
-        try:
-            storage = open_storage(home, url=database_url, give_up_after=None)
-        except RunsenseError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            code = 2
-        else:
-            code = run_claimed(storage, run_id, token, project)
-            storage.close()
+        _standard_streams()
+        storage: Storage | None = None
+        served = 0
+        while (claim := read_frame(commands)) is not None:
+            if storage is None:
+                try:
+                    storage = open_storage(home, url=database_url, give_up_after=None)
+                except RunsenseError as exc:
+                    _to_run_log(home, claim.run_id, f"Error: {exc}")
+                    code = 2
+                    return _exit(code)
+            outcome = _one_run(storage, home, project, claim)
+            served += 1
+            last = not outcome.reusable or served >= runs_per_worker
+            send_frame(reports, Done(claim.run_id, outcome.code, last, outcome.final))
+            claim = None
+            if last:
+                break
+        code = 0
     except BaseException as exc:
-        with contextlib.suppress(BaseException):  # one line, as everywhere; the run is failed
-            print(f"Error: run worker failed: {describe(exc)}", file=sys.stderr)  # as a dead one
+        if claim is not None:
+            with contextlib.suppress(BaseException):  # one line, as everywhere; the run is
+                _to_run_log(home, claim.run_id, f"Error: run worker failed: {describe(exc)}")
+    _exit(code)
+
+
+def _one_run(storage: Storage, home: Path, project: LoadedProject, claim: Claim) -> Outcome:
+    """Run one claim with fds 1 and 2 (and Python's streams) on the run's log file."""
+    fd = os.open(_log_path(home, claim.run_id), os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    streams = sys.stdout, sys.stderr
+    try:
+        return serve_warm(storage, claim.run, claim.token, project)
     finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        for stream in (sys.stdout, sys.stderr, *streams):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = streams  # the run's stamping writers (or its own) go
+        _to_null(1, 2)
+
+
+def _log_path(home: Path, run_id: str) -> Path:
+    return home / "logs" / f"{run_id}.log"
+
+
+def _to_run_log(home: Path, run_id: str, line: str) -> None:
+    with open(_log_path(home, run_id), "a", encoding="utf-8", errors="backslashreplace") as log:
+        log.write(line + "\n")
+
+
+def _exit(code: int) -> NoReturn:
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _default_signals() -> None:
@@ -157,15 +291,17 @@ def _default_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def _standard_streams(log_fd: int) -> None:
-    """0 from /dev/null, 1 and 2 to the run's log file, and Python's streams new on them: the
-    parent's may be a live view's proxy or a test's capture."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
+def _to_null(*fds: int) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in fds:
+        os.dup2(null, fd)
     os.close(null)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+
+
+def _standard_streams() -> None:
+    """0, 1 and 2 on /dev/null between runs, and Python's streams new on them: the parent's may
+    be a live view's proxy or a test's capture."""
+    _to_null(0, 1, 2)
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(
         io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace"

@@ -55,47 +55,110 @@ def main(argv: list[str]) -> int:
         return run_claimed(storage, run_id, token)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a worker is done with one claimed run."""
+
+    code: int  # the exit code a one-run worker ends with
+    # The run ended SUCCESS or FAILURE by this process's own commit, or was never this
+    # process's: no cancel can be on its way here for it, so the process may run another.
+    reusable: bool
+    final: RunRecord | None = None  # the run as this process last stored it
+
+
 def run_claimed(
     storage: Storage, run_id: str, token: str, project: LoadedProject | None = None
 ) -> int:
-    """Confirm the launcher's claim (recording this process as the run's worker), get the job,
-    execute the run; the process's exit code.
+    """Confirm the launcher's claim, execute the run; the process's exit code."""
+    return serve_claimed(storage, run_id, token, project).code
 
-    If the claim no longer holds (the run was cancelled or taken) this worker exits 0 without
-    running anything: a run must never be executed twice.
+
+def serve_claimed(
+    storage: Storage, run_id: str, token: str, project: LoadedProject | None = None
+) -> Outcome:
+    """Confirm the launcher's claim (recording this process as the run's worker), get the job,
+    execute the run.
+
+    If the claim no longer holds (the run was cancelled or taken) nothing is run: a run must
+    never be executed twice.
     """
     run = storage.register_worker(run_id, token, str(current()))
     if run is None:
         _end_if_canceled(storage, run_id)
-        return 0
+        return Outcome(0, reusable=True)
     from .heartbeat import Heartbeat
 
     with Heartbeat(storage, run_id):  # from now on: loading a big project takes time too
         return _load_and_execute(storage, run, project)
 
 
-def _load_and_execute(storage: Storage, run: RunRecord, project: LoadedProject | None) -> int:
+class _ClaimLost(Exception):
+    """The claim no longer holds when the run is to start (it was cancelled or taken)."""
+
+
+def serve_warm(storage: Storage, claimed: RunRecord, token: str, project: LoadedProject) -> Outcome:
+    """`serve_claimed` for a process that has the project loaded: the job is taken first and
+    the claim confirmed in the commit that starts the run (one write fewer per run, which on
+    PostgreSQL all wait their turn for the same lock). A run of another project is executed
+    too, but then this process runs nothing more: that project stays imported in it."""
+    try:
+        job, ours = _load_job(storage, claimed.run_id, claimed.job_name, project)
+    except BaseException as exc:
+        run = storage.register_worker(claimed.run_id, token, str(current()))
+        if run is None:
+            _end_if_canceled(storage, claimed.run_id)
+            return Outcome(0, reusable=True)
+        return _failed_to_load(storage, run, exc)
+    from .cancel import cancel_on_sigterm
+    from .execution import execute_run
+    from .run_output import stamp_output
+
+    def registered() -> RunRecord:
+        run = storage.register_worker(claimed.run_id, token, str(current()))
+        if run is None:
+            raise _ClaimLost()
+        return run
+
+    stamp_output()
+    try:
+        with cancel_on_sigterm():
+            result = execute_run(storage, job, registered)
+    except _ClaimLost:
+        _end_if_canceled(storage, claimed.run_id)
+        return Outcome(0, reusable=ours)
+    except KeyboardInterrupt:
+        return Outcome(1, reusable=False)  # cancelled: execute_run has stored the run CANCELED
+    ended = result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE)
+    return Outcome(0 if result.success else 1, reusable=ended and ours, final=result.run)
+
+
+def _failed_to_load(storage: Storage, run: RunRecord, exc: BaseException) -> Outcome:
+    failed = storage.set_run_status(
+        run,
+        RunStatus.FAILURE,
+        f'Run worker could not load job "{run.job_name}": {describe(exc)}',
+        error=ErrorInfo.from_exception(exc),
+    )
+    return Outcome(1, reusable=failed is not None)
+
+
+def _load_and_execute(storage: Storage, run: RunRecord, project: LoadedProject | None) -> Outcome:
     from .cancel import cancel_on_sigterm
     from .execution import execute_run
     from .run_output import stamp_output
 
     try:
-        job = _load_job(storage, run.run_id, run.job_name, project)
+        job, _ = _load_job(storage, run.run_id, run.job_name, project)
     except BaseException as exc:
-        storage.set_run_status(
-            run,
-            RunStatus.FAILURE,
-            f'Run worker could not load job "{run.job_name}": {describe(exc)}',
-            error=ErrorInfo.from_exception(exc),
-        )
-        return 1
+        return _failed_to_load(storage, run, exc)
     stamp_output()
     try:
         with cancel_on_sigterm():
             result = execute_run(storage, job, run)
     except KeyboardInterrupt:
-        return 1  # cancelled: execute_run has stored the run CANCELED
-    return 0 if result.success else 1
+        return Outcome(1, reusable=False)  # cancelled: execute_run has stored the run CANCELED
+    ended = result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE)
+    return Outcome(0 if result.success else 1, reusable=ended)
 
 
 def _end_if_canceled(storage: Storage, run_id: str) -> None:
@@ -111,7 +174,10 @@ def _end_if_canceled(storage: Storage, run_id: str) -> None:
         )
 
 
-def _load_job(storage: Storage, run_id: str, job_name: str, project: LoadedProject | None):
+def _load_job(
+    storage: Storage, run_id: str, job_name: str, project: LoadedProject | None
+) -> tuple[Any, bool]:
+    """The run's job, and whether it came from `project` (not imported here for this run)."""
     from .project import ProjectRef, load_project
 
     origin = storage.run_origin(run_id)
@@ -119,5 +185,5 @@ def _load_job(storage: Storage, run_id: str, job_name: str, project: LoadedProje
         raise RunsenseError(f"run {run_id} does not record which project it belongs to")
     os.chdir(origin["directory"])
     if project is not None and project.holds(origin):
-        return project.definitions.get_job(job_name)
-    return load_project(ProjectRef.from_origin(origin)).get_job(job_name)
+        return project.definitions.get_job(job_name), True
+    return load_project(ProjectRef.from_origin(origin)).get_job(job_name), False

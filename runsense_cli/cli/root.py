@@ -201,6 +201,16 @@ def daemon(
             max=10_000,
         ),
     ] = None,
+    runs_per_worker: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Runs a warm worker process runs one after another; 1: a fresh process for"
+            " each run [default: 100].",
+            min=1,
+            max=1_000_000,
+        ),
+    ] = None,
     page_size: Annotated[
         int,
         typer.Option(
@@ -230,7 +240,7 @@ def daemon(
     evaluator = state.evaluator_unregistered
     serve(
         evaluator,
-        state.launcher(max_concurrent_runs),
+        state.launcher(max_concurrent_runs, runs_per_worker),
         make_reporter(evaluator),
         home=state.home,
         interval=float(state.setting("interval", interval, 0.5)),  # type: ignore[arg-type]

@@ -175,9 +175,16 @@ class CliState:
                 self._evaluator.call_timeout = float(timeout)
         return self._evaluator
 
-    def launcher(self, max_concurrent_runs: int | None = None) -> RunLauncher:
+    def launcher(
+        self, max_concurrent_runs: int | None = None, runs_per_worker: int | None = None
+    ) -> RunLauncher:
         """With the project loaded here, the launcher forks warm workers from this process."""
-        from ..launcher import DEFAULT_HEARTBEAT_TIMEOUT_S, DEFAULT_MAX_CONCURRENT_RUNS, RunLauncher
+        from ..launcher import (
+            DEFAULT_HEARTBEAT_TIMEOUT_S,
+            DEFAULT_MAX_CONCURRENT_RUNS,
+            DEFAULT_RUNS_PER_WORKER,
+            RunLauncher,
+        )
         from ..worker import LoadedProject
 
         project = None
@@ -197,6 +204,9 @@ class CliState:
             ),
             database_url=self.database_url,
             project=project,
+            runs_per_worker=int(
+                self.setting("runs_per_worker", runs_per_worker, DEFAULT_RUNS_PER_WORKER)  # type: ignore[arg-type]
+            ),
         )
 
     def close(self) -> None:

@@ -208,6 +208,12 @@ class Storage(AlertsContract):
         """Oldest first: the order queued runs start in."""
 
     @abc.abstractmethod
+    def runs_with_limits(self, statuses: Iterable[RunStatus]) -> list[RunRecord]:
+        """The runs in `statuses` whose tags may set a max_runtime or max_queue_time (all of
+        those, and perhaps a few others: check the tags), oldest first; read through an index
+        that holds only such runs, so its cost does not grow with the other runs."""
+
+    @abc.abstractmethod
     def job_names(self) -> list[str]:
         """Every job that has runs here, sorted."""
 
@@ -270,6 +276,10 @@ class Storage(AlertsContract):
 
     @abc.abstractmethod
     def sensor_state(self, location: str, name: str) -> SensorState | None: ...
+
+    @abc.abstractmethod
+    def running_sensors(self, location: str) -> dict[str, SensorState]:
+        """The RUNNING sensors of `location` by name, in one read (a daemon pass)."""
 
     @abc.abstractmethod
     def ensure_sensor(self, location: str, name: str, running: bool) -> SensorState:

@@ -42,6 +42,9 @@ def of_run(time_column: str, id_column: str) -> str:
     return f"({time_column} = {TIME_OF_RUN} OR {time_column} IS NULL) AND {id_column} = ?"
 
 
+# Runs whose tags may set max_runtime or max_queue_time (a key ending "/max_...time"): the
+# predicate of the `runs_with_limits` partial index, repeated verbatim so queries can use it.
+LIMITED = """tags LIKE '%/max_%time"%'"""
 RUN_EVENTS = of_run("run_created_at", "run_id")  # the events of run ?
 RUN_CHILDREN = of_run("parent_created_at", "parent_run_id")  # the runs run ? requested
 EVENT_COLUMNS_E = ", ".join(f"e.{name.strip()}" for name in EVENT_COLUMNS.split(","))

@@ -23,6 +23,7 @@ from ..runs import (
 from .alerts_sql import AlertsSql
 from .rows import (
     EVENT_COLUMNS,
+    LIMITED,
     RUN_CHILDREN,
     RUN_COLUMNS,
     RUN_EVENTS,
@@ -383,6 +384,15 @@ class RunsSql(AlertsSql):
         # Every daemon pass asks this (runs in progress). Planned with the values each time: the
         # plan PostgreSQL keeps for a prepared statement does not know that these statuses are
         # rare, and may walk every run in created_at order to find the few.
+        rows = self._read(lambda: self._execute_planned_each_time(sql, values).fetchall())
+        return [run_from_row(row) for row in rows]
+
+    def runs_with_limits(self, statuses: Iterable[RunStatus]) -> list[RunRecord]:
+        values = [s.value for s in statuses]
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({', '.join('?' * len(values))})"
+            f" AND {LIMITED} ORDER BY created_at, {self.run_order}"
+        )
         rows = self._read(lambda: self._execute_planned_each_time(sql, values).fetchall())
         return [run_from_row(row) for row in rows]
 

@@ -261,6 +261,18 @@ DROP INDEX runs_by_parent;
 CREATE INDEX runs_by_parent ON runs (parent_created_at, parent_run_id)
 """
 
+# Issue 9: the daemon's overdue check read every unfinished run on every pass (10^4 queued runs:
+# 10^4 rows a pass). Only runs whose tags set a time limit can become overdue; a partial index
+# holds just those, so the check reads them and nothing else (the predicate is `rows.LIMITED`).
+# And the claim of the oldest queued runs sorted every queued run (PostgreSQL breaks ties in time
+# by `seq`, which `runs_by_status` lacked), holding the write lock meanwhile: now an index walk.
+M008_QUEUE_INDEXES = """
+CREATE INDEX runs_with_limits ON runs (status, created_at{order_key})
+    WHERE tags LIKE '%/max_%time"%';
+DROP INDEX runs_by_status;
+CREATE INDEX runs_by_status ON runs (status, created_at{order_key})
+"""
+
 MIGRATIONS: list[str] = [
     M001_INITIAL,
     M002_SEVERAL_HOSTS,
@@ -269,6 +281,7 @@ MIGRATIONS: list[str] = [
     M005_TICK_COUNTS,
     M006_LISTINGS,
     M007_APPEND_INDEXES,
+    M008_QUEUE_INDEXES,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -35,6 +35,13 @@ class SensorsSql(ReactionsSql):
         )
         return sensor_from_row(row) if row else None
 
+    def running_sensors(self, location: str) -> dict[str, SensorState]:
+        rows = self._all(
+            f"SELECT {SENSOR_COLUMNS} FROM sensors WHERE location = ? AND status = ?",
+            (location, SensorStatus.RUNNING.value),
+        )
+        return {state.name: state for state in map(sensor_from_row, rows)}
+
     def ensure_sensor(self, location: str, name: str, running: bool) -> SensorState:
         """Also makes a sensor whose status nobody pinned follow its code's default_status."""
         wanted = SensorStatus.RUNNING if running else SensorStatus.STOPPED
