@@ -25,6 +25,7 @@ import gc
 import io
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -211,6 +212,7 @@ def _serve(
         with contextlib.suppress(OSError):  # a parent killed meanwhile waits for nothing: go on
             os.write(ready, b"1")
         os.close(ready)
+        _drop_inherited_sockets()
         # Objects inherited from the parent (its connections among them) are never collected
         # here: a finalizer closing an inherited database descriptor would drop this
         # process's SQLite locks.
@@ -274,6 +276,25 @@ def _exit(code: int) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _drop_inherited_sockets() -> None:
+    """Let go of the parent's sockets (its database sessions above all), which a fork copies.
+    A copy keeps the session open after the parent dies: a daemon killed inside a write
+    transaction would hold PostgreSQL's write lock for as long as this process lives (tested).
+    Each is replaced by /dev/null rather than closed, so its number is never reused by a
+    connection of this process that the parent's connection object, if ever finalized here,
+    would then close."""
+    directory = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir(directory):
+            fd = int(name)
+            with contextlib.suppress(OSError):
+                if fd != null and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
 
 
 def _default_signals() -> None:

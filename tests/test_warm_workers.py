@@ -4,6 +4,7 @@ stopped daemon and code reloads."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -74,9 +75,9 @@ def proj(project, home: Path):
 def daemon(home: Path, proj: Path, tmp_path: Path):
     started = []
 
-    def start(name: str = "daemon") -> tuple[object, Path]:
+    def start(name: str = "daemon", *extra: str) -> tuple[object, Path]:
         log = tmp_path / f"{name}.log"
-        process = start_daemon(home, proj, log, "--interval", "0.1")
+        process = start_daemon(home, proj, log, "--interval", "0.1", *extra)
         started.append(process)
         wait_for_log(log, "daemon started")
         return process, log
@@ -120,6 +121,40 @@ def test_a_daemon_launched_run_runs_in_a_worker_forked_from_the_daemon(home, pro
     text = output(home, proj, run_id)
     assert " daemon --interval 0.1 version=v1 own_session=True" in text
     assert "_worker" not in text
+
+
+@pytest.mark.parametrize("runs_per_worker", [None, "1"])
+def test_one_run_server_runs_runs_one_after_another_each_with_its_own_log(
+    home, proj, daemon, runs_per_worker
+):
+    """Given a daemon, when runs are queued one after another, then the same worker process
+    runs them (one database connection for all), each run's output in its own log; with
+    `--runs-per-worker 1` each run gets a fresh process."""
+    daemon("daemon", *(["--runs-per-worker", runs_per_worker] if runs_per_worker else []))
+    runs = []
+    for _ in range(3):
+        runs.append(queue(home, proj, "show_job"))
+        wait_status(home, runs[-1], "SUCCESS")
+    pids = {worker_pid(home, run_id) for run_id in runs}
+    assert len(pids) == (3 if runs_per_worker else 1)
+    for run_id in runs:
+        assert output(home, proj, run_id).count("argv=") == 1
+
+
+def test_a_cancelled_run_s_process_runs_nothing_more(home, proj, daemon):
+    """Given a run server whose run was cancelled (SIGTERM), then the next run gets another
+    process: a signal meant for the cancelled run can never reach a run after it."""
+    daemon()
+    napping = queue(home, proj, "sleepy")
+    wait_status(home, napping, "STARTED")
+    pid = worker_pid(home, napping)
+    done = cli(home, proj, "runs", "cancel", napping[:8])
+    assert done.returncode == 0, done.stderr
+    wait_status(home, napping, "CANCELED")
+    after = queue(home, proj, "show_job")
+    wait_status(home, after, "SUCCESS")
+    assert worker_pid(home, after) != pid
+    wait_until(lambda: not pid_running(pid), what="the cancelled run's process gone")
 
 
 def test_cold_workers_when_asked(home, proj, daemon, monkeypatch):
@@ -229,3 +264,31 @@ def test_warm_workers_on_postgresql(home, proj, daemon, pg_url, monkeypatch):
         ]
     assert "exited with code 3 before the run finished" in message
     assert " daemon --interval 0.1 version=v1" in output(home, proj, shown)
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
+@pytest.mark.postgres
+def test_a_run_server_holds_none_of_the_daemons_database_sessions(
+    home, proj, daemon, pg_url, monkeypatch
+):
+    """A run server must not keep a copy of its daemon's sockets: a daemon killed inside a
+    write transaction would otherwise leave its session, and PostgreSQL's write lock, held for
+    as long as the server runs, and every daemon and worker would wait for it."""
+    monkeypatch.setenv("RUNSENSE_DATABASE_URL", pg_url)
+    process, _ = daemon()
+    run_id = queue(home, proj, "sleepy")
+    with open_storage(url=pg_url) as storage:
+        wait_until(lambda: storage.get_run(run_id).status == RunStatus.STARTED, 20)
+        server = storage.get_run(run_id).worker_pid
+    daemon_sockets = _socket_inodes(process.pid)
+    assert daemon_sockets and _socket_inodes(server)
+    assert not daemon_sockets & _socket_inodes(server)
