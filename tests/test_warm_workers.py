@@ -141,6 +141,30 @@ def test_one_run_server_runs_runs_one_after_another_each_with_its_own_log(
         assert output(home, proj, run_id).count("argv=") == 1
 
 
+def test_runs_per_worker_from_the_settings_file_and_a_bad_value(home, proj, tmp_path):
+    """`runs_per_worker` is read from runsense.toml like the other daemon settings; 0 is one
+    clear line naming the file and what the key takes, exit 2, and no daemon starts."""
+    (proj.parent / "runsense.toml").write_text("runs_per_worker = 0\n")
+    done = cli(home, proj, "daemon", cwd=proj.parent)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"Error: {proj.parent / 'runsense.toml'}: runs_per_worker = 0 is not valid"
+        " (runs_per_worker takes runs one warm worker process runs before a fresh one, >= 1)"
+    ]
+    (proj.parent / "runsense.toml").write_text("runs_per_worker = 1\n")
+    log = tmp_path / "daemon.log"
+    process = start_daemon(home, proj, log, "--interval", "0.1", cwd=proj.parent)
+    try:
+        wait_for_log(log, "daemon started")
+        runs = []
+        for _ in range(2):
+            runs.append(queue(home, proj, "show_job"))
+            wait_status(home, runs[-1], "SUCCESS")
+        assert worker_pid(home, runs[0]) != worker_pid(home, runs[1])
+    finally:
+        stop(process)
+
+
 def test_a_cancelled_run_s_process_runs_nothing_more(home, proj, daemon):
     """Given a run server whose run was cancelled (SIGTERM), then the next run gets another
     process: a signal meant for the cancelled run can never reach a run after it."""
