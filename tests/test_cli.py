@@ -12,6 +12,7 @@ import stat
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -467,8 +468,8 @@ def test_tick_waits_for_every_requested_run_beyond_the_ids_a_tick_keeps(proj, mo
     from runsense_cli.launcher import RunLauncher
     from runsense_cli.runs import RunStatus
 
-    def spawn(self, run_id: str, token: str) -> FinishedWorker:
-        run = self.storage.register_worker(run_id, token, str(ProcessId.of()))
+    def spawn(self, claimed: Any, token: str) -> FinishedWorker:
+        run = self.storage.register_worker(claimed.run_id, token, str(ProcessId.of()))
         self.storage.set_run_status(run, RunStatus.SUCCESS)
         return FinishedWorker()
 
