@@ -116,12 +116,29 @@ class RunLauncher:
         room = self.max_concurrent_runs - mine
         if room <= 0:
             return []
+        # Idle run servers are named as their runs' workers in the claim itself; a run beyond
+        # them gets a new process, named right after it starts. Either way, from then on the
+        # run lives or dies with that process, not with the launcher (a `sensor tick --no-wait`
+        # exits at once; a daemon may be stopped or killed).
+        ready = self._idle_servers(room) if self._warm() else []
         started: list[str] = []
         try:
-            for run, token in self.storage.claim_queued_runs(self.identity, room, run_ids):
+            try:
+                claimed = self.storage.claim_queued_runs(
+                    self.identity, room, run_ids, workers=[server.identity for server in ready]
+                )
+            except BaseException:
+                self._idle += ready
+                raise
+            for index, (run, token) in enumerate(claimed):
+                named = ready[index] if index < len(ready) else None
                 try:
-                    child = self._spawn(run, token)
+                    child = self._spawn(run, token) if named is None else named
+                    if named is not None:
+                        named.assign(run, token)
                 except OSError as exc:
+                    if named is not None:
+                        self._end(named)
                     self.storage.set_run_status(
                         run, RunStatus.FAILURE, f"Could not start a run worker: {exc.strerror}."
                     )
@@ -131,22 +148,43 @@ class RunLauncher:
                 if isinstance(child, subprocess.Popen):
                     with contextlib.suppress(AttributeError, OSError):
                         self._pidfds[run.run_id] = os.pidfd_open(child.pid)
-                    # From here the run lives or dies with this process, not with the launcher
-                    # (a `sensor tick --no-wait` exits at once; a daemon may be stopped or
-                    # killed). A run server registers itself as the run's worker at once.
+                if named is None:
                     self.storage.record_worker(run.run_id, token, str(ProcessId.of(child.pid)))
+            self._idle += ready[len(claimed) :]  # not needed this time
         finally:
             for child in self.children.values():
                 if isinstance(child, RunServer):
                     child.settle()  # it holds its database locks from here on (no-op after)
         return started
 
+    def _warm(self) -> bool:
+        return self.project is not None and hasattr(os, "fork") and not cold_workers_only()
+
+    def _idle_servers(self, wanted: int) -> list[RunServer]:
+        """Up to `wanted` idle run servers, taken from the pool (the most recently used first);
+        one that has died meanwhile is collected, not handed out."""
+        taken: list[RunServer] = []
+        while self._idle and len(taken) < wanted:
+            server = self._idle.pop()
+            if server.reap():
+                continue
+            taken.append(server)
+        return taken
+
     def _spawn(self, run: RunRecord, token: str) -> WorkerProcess:
         run_id = run.run_id
         logs = self.home / "logs"
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.project is not None and hasattr(os, "fork") and not cold_workers_only():
-            return self._serve(run, token, self.project)
+        if self.project is not None and self._warm():
+            server = RunServer(
+                self.storage, self.home, self.project, self.database_url, self.runs_per_worker
+            )
+            try:
+                server.assign(run, token)
+            except OSError:
+                self._end(server)
+                raise
+            return server
         fd = os.open(logs / f"{run_id}.log", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         env = dict(os.environ)
         if self.database_url:
@@ -172,25 +210,6 @@ class RunLauncher:
             )
         finally:
             os.close(fd)
-
-    def _serve(self, run: RunRecord, token: str, project: LoadedProject) -> RunServer:
-        """An idle run server of the current project (else a new one) given the run."""
-        while self._idle:
-            server = self._idle.pop()
-            try:
-                server.assign(run, token)
-                return server
-            except OSError:
-                self._end(server)  # it died while idle: the next one
-        server = RunServer(
-            self.storage, self.home, project, self.database_url, self.runs_per_worker
-        )
-        try:
-            server.assign(run, token)
-        except OSError:
-            self._end(server)
-            raise
-        return server
 
     def _end(self, server: RunServer) -> None:
         server.retire()

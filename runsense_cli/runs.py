@@ -38,10 +38,12 @@ def new_run_id() -> str:
     """A random (version 4) UUID as text, as `str(uuid.uuid4())` spells it, in a fraction of the
     time: a tick that requests 100k runs makes 100k of them. The bytes come from `os.urandom`,
     256 ids' worth at a time (a system call each releases the GIL to any other thread)."""
-    if not _random_hex:
+    try:
+        h = _random_hex.pop()
+    except IndexError:  # (another thread may empty it between a check and the pop)
         block = os.urandom(16 * _RANDOM_IDS).hex()
-        _random_hex.extend(block[i : i + 32] for i in range(0, len(block), 32))
-    h = _random_hex.pop()
+        h = block[:32]
+        _random_hex.extend(block[i : i + 32] for i in range(32, len(block), 32))
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 

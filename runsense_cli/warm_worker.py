@@ -21,20 +21,23 @@ parent's code.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import io
 import os
 import signal
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import cancel, execution, parent_fds, run_output  # noqa: F401 - imported once, not per run
+from . import cancel, execution, parent_fds, run_output, tick_worker  # noqa: F401 - imported once
 from .errors import RunsenseError, describe
 from .frames import FrameReader, read_frame, send_frame
+from .identity import ProcessId
 from .runs import RunRecord
 from .storage import Storage, open_storage
 from .worker import LoadedProject, Outcome, serve_warm
@@ -109,6 +112,7 @@ class RunServer:
             os.close(fd)
         os.set_blocking(reports_r, False)
         self.pid = pid
+        self.identity = str(ProcessId.of(pid))  # the worker its runs record
         self.commands = commands_w
         self.reports = FrameReader(reports_r)
         self._ready = ready_r
@@ -140,8 +144,8 @@ class RunServer:
             for done in self.reports.read():
                 if isinstance(done, Done) and done.run_id == self.run_id:
                     self._code, self._last, self.final = done.code, done.last, done.final
-            # Its end of the report pipe closed: it is exiting (it closes that last).
-            if self._code is None and self._reap(block=self.reports.closed):
+            # Never waits: a run may close the pipe and go on; the pidfd wakes the caller.
+            if self._code is None and self._reap(block=False):
                 self._code = self.returncode
             if self._code is not None:
                 self.idle_since = time.monotonic()
@@ -222,6 +226,8 @@ def _serve(
         _standard_streams()
         storage: Storage | None = None
         served = 0
+        me = os.getpid()
+        baseline = _process_state()
         while (claim := read_frame(commands)) is not None:
             if storage is None:
                 try:
@@ -231,10 +237,20 @@ def _serve(
                     code = 2
                     return _exit(code)
             outcome = _one_run(storage, home, project, claim)
+            if os.getpid() != me:
+                os._exit(0)  # a process the run forked came back here: it is not a server
             served += 1
-            last = not outcome.reusable or served >= runs_per_worker
-            send_frame(reports, Done(claim.run_id, outcome.code, last, outcome.final))
-            claim = None
+            last = (
+                not outcome.reusable
+                or served >= runs_per_worker
+                or _process_state() != baseline
+                or not _pipes_intact(commands, reports)
+            )
+            done, claim = Done(claim.run_id, outcome.code, last, outcome.final), None
+            try:
+                send_frame(reports, done)
+            except OSError:
+                break  # the parent is gone: its successor watches the run through its record
             if last:
                 break
         code = 0
@@ -247,10 +263,7 @@ def _serve(
 
 def _one_run(storage: Storage, home: Path, project: LoadedProject, claim: Claim) -> Outcome:
     """Run one claim with fds 1 and 2 (and Python's streams) on the run's log file."""
-    fd = os.open(_log_path(home, claim.run_id), os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    _point(_high(os.open(_log_path(home, claim.run_id), _LOG_FLAGS, 0o600)), 1, 2)
     streams = sys.stdout, sys.stderr
     try:
         return serve_warm(storage, claim.run, claim.token, project)
@@ -259,7 +272,56 @@ def _one_run(storage: Storage, home: Path, project: LoadedProject, claim: Claim)
             with contextlib.suppress(Exception):
                 stream.flush()
         sys.stdout, sys.stderr = streams  # the run's stamping writers (or its own) go
+        _flush_c_streams()  # what C code buffered belongs to this run's log, not the next
         _to_null(1, 2)
+
+
+_LOG_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_APPEND
+
+
+def _high(fd: int) -> int:
+    """`fd` moved above 2: a run that closed 1 or 2 must not make the log take their number."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
+
+
+def _point(fd: int, *targets: int) -> None:
+    for target in targets:
+        os.dup2(fd, target)
+    os.close(fd)
+
+
+def _process_state() -> tuple[object, ...]:
+    """What a run can leave behind that would reach a later run: threads of its own, a timer
+    (SIGALRM), signal handlers. Changed after a run, the server runs nothing more."""
+    threads = sorted(
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.name.startswith("runsense-")
+    )
+    handlers = []
+    for signum in sorted(signal.valid_signals()):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            handlers.append((signum, signal.getsignal(signum)))
+    return (tuple(threads), signal.getitimer(signal.ITIMER_REAL), tuple(handlers))
+
+
+def _pipes_intact(*fds: int) -> bool:
+    """The pipes to the parent are still what they were (a run may close or replace fds)."""
+    try:
+        return all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds)
+    except OSError:
+        return False
+
+
+def _flush_c_streams() -> None:
+    libc = tick_worker.libc()
+    if libc:
+        with contextlib.suppress(Exception):
+            libc.fflush(None)
 
 
 def _log_path(home: Path, run_id: str) -> Path:
@@ -313,10 +375,7 @@ def _default_signals() -> None:
 
 
 def _to_null(*fds: int) -> None:
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in fds:
-        os.dup2(null, fd)
-    os.close(null)
+    _point(_high(os.open(os.devnull, os.O_RDWR)), *fds)
 
 
 def _standard_streams() -> None:

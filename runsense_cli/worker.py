@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import RunsenseError, describe
 from .identity import current
-from .runs import ErrorInfo, RunRecord, RunStatus
+from .runs import ErrorInfo, EventType, RunRecord, RunStatus
 from .storage import Storage, open_storage
 
 if TYPE_CHECKING:
@@ -128,7 +128,11 @@ def serve_warm(storage: Storage, claimed: RunRecord, token: str, project: Loaded
         return Outcome(0, reusable=ours)
     except KeyboardInterrupt:
         return Outcome(1, reusable=False)  # cancelled: execute_run has stored the run CANCELED
-    ended = result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE)
+    # SUCCESS or FAILURE may also be written over a cancel request (CANCELING): then a signal
+    # for this run may still be on its way, and this process must run nothing more.
+    ended = result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE) and (
+        storage.status_event_for_run(claimed.run_id, EventType.RUN_CANCELING) is None
+    )
     return Outcome(0 if result.success else 1, reusable=ended and ours, final=result.run)
 
 

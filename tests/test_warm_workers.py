@@ -57,11 +57,67 @@ def nap():
 def sleepy():
     nap()
 
+@op
+def short_nap():
+    time.sleep(1.0)
+
+@job
+def short_sleepy():
+    short_nap()
+
+@op
+def close_all():
+    os.closerange(3, 65536)  # the server's pipes and database too
+    time.sleep(3)
+
+@job
+def closer_job():
+    close_all()
+
+@op
+def close_outputs():
+    os.close(1)
+    os.close(2)
+
+@job
+def mute_job():
+    close_outputs()
+
+@op
+def leave_a_thread():
+    import threading
+
+    def chatter():
+        while True:
+            print("leak", flush=True)
+            time.sleep(0.02)
+
+    threading.Thread(target=chatter, daemon=True).start()
+    time.sleep(0.1)
+
+@job
+def leaky_job():
+    leave_a_thread()
+
+@op
+def ignore_cancel():
+    try:
+        time.sleep(3)
+    except BaseException:
+        pass
+
+@job
+def stubborn_job():
+    ignore_cancel()
+
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
 def on_failure(context):
     return None
 
-defs = Definitions(jobs=[show_job, bail_job, sleepy], sensors=[on_failure])
+defs = Definitions(
+    jobs=[show_job, bail_job, sleepy, short_sleepy, closer_job, mute_job, leaky_job, stubborn_job],
+    sensors=[on_failure],
+)
 """
 
 
@@ -179,6 +235,71 @@ def test_a_cancelled_run_s_process_runs_nothing_more(home, proj, daemon):
     wait_status(home, after, "SUCCESS")
     assert worker_pid(home, after) != pid
     wait_until(lambda: not pid_running(pid), what="the cancelled run's process gone")
+
+
+def test_a_run_that_closes_every_descriptor_does_not_stall_the_daemon(home, proj, daemon):
+    """A run may close its server's pipes and go on: the daemon must not wait for it. Another
+    run queued meanwhile succeeds while the first one still sleeps."""
+    daemon()
+    closer = queue(home, proj, "closer_job")
+    wait_status(home, closer, "STARTED")
+    started = time.monotonic()
+    shown = queue(home, proj, "show_job")
+    wait_status(home, shown, "SUCCESS")
+    assert time.monotonic() - started < 2.0
+    assert status(home, closer) == "STARTED"
+
+
+def test_a_run_that_closes_its_outputs_leaves_the_next_run_its_own_log(home, proj, daemon):
+    """A run that closes fds 1 and 2 succeeds; the next run in the same process still writes
+    its output to its own log."""
+    daemon()
+    mute = queue(home, proj, "mute_job")
+    wait_status(home, mute, "SUCCESS")
+    after = queue(home, proj, "show_job")
+    wait_status(home, after, "SUCCESS")
+    assert worker_pid(home, after) == worker_pid(home, mute)
+    assert output(home, proj, after).count("argv=") == 1
+
+
+def test_a_run_that_leaves_a_thread_behind_is_its_process_s_last(home, proj, daemon):
+    """A thread a run leaves running would print into the next run's log: the next run gets
+    another process, and its log holds only its own output."""
+    daemon()
+    leaky = queue(home, proj, "leaky_job")
+    wait_status(home, leaky, "SUCCESS")
+    after = queue(home, proj, "show_job")
+    wait_status(home, after, "SUCCESS")
+    assert worker_pid(home, after) != worker_pid(home, leaky)
+    assert "leak" not in output(home, proj, after)
+
+
+def test_a_run_that_ends_success_over_a_cancel_is_its_process_s_last(home, proj, daemon):
+    """An op that swallows the cancel ends SUCCESS over CANCELING: a later signal meant for
+    it must find no other run in that process."""
+    daemon()
+    stubborn = queue(home, proj, "stubborn_job")
+    wait_status(home, stubborn, "STARTED")
+    done = cli(home, proj, "runs", "cancel", stubborn[:8])
+    assert done.returncode in (0, 1), done.stderr
+    wait_until(lambda: status(home, stubborn) in ("SUCCESS", "CANCELED"), 20)
+    after = queue(home, proj, "show_job")
+    wait_status(home, after, "SUCCESS")
+    assert worker_pid(home, after) != worker_pid(home, stubborn)
+
+
+def test_a_run_outliving_its_daemon_ends_without_an_error_line(home, proj, daemon):
+    """The daemon stops while a run sleeps: the run ends SUCCESS on its own and its log says
+    nothing about the daemon being gone."""
+    process, _ = daemon()
+    run_id = queue(home, proj, "short_sleepy")
+    wait_status(home, run_id, "STARTED")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    wait_status(home, run_id, "SUCCESS")
+    pid = worker_pid(home, run_id)
+    wait_until(lambda: not pid_running(pid), what="the run's process gone")
+    assert "Error" not in output(home, proj, run_id)
 
 
 def test_cold_workers_when_asked(home, proj, daemon, monkeypatch):
@@ -316,3 +437,30 @@ def test_a_run_server_holds_none_of_the_daemons_database_sessions(
     daemon_sockets = _socket_inodes(process.pid)
     assert daemon_sockets and _socket_inodes(server)
     assert not daemon_sockets & _socket_inodes(server)
+
+
+def test_a_served_run_names_its_process_before_the_launcher_returns(home, proj):
+    """A launcher may exit right after launching (`sensor tick --no-wait`) or be killed: the
+    run must already name the process that will run it, or a daemon would fail it as a run
+    whose launcher died before any worker started. A new server is named right after it is
+    forked; an idle one in the claim itself."""
+    from runsense_cli.identity import ProcessId
+    from runsense_cli.launcher import RunLauncher
+    from runsense_cli.project import find_project, load_project
+    from runsense_cli.worker import LoadedProject
+
+    ref = find_project(file=str(proj))
+    with open_storage(home) as storage:
+        launcher = RunLauncher(
+            storage, home, project=LoadedProject(ref.to_origin(), load_project(ref))
+        )
+        try:
+            for _ in range(2):  # a new server, then the same one, idle
+                run_id = queue(home, proj, "show_job")
+                assert launcher.launch_queued() == [run_id]
+                worker = storage.get_run(run_id).worker
+                assert worker == str(ProcessId.of(launcher.children[run_id].pid))
+                wait_until(lambda r=run_id: not launcher.reap() and storage.get_run(r).is_finished)
+                assert storage.get_run(run_id).status == RunStatus.SUCCESS
+        finally:
+            launcher.close()

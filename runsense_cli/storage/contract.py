@@ -150,10 +150,16 @@ class Storage(AlertsContract):
 
     @abc.abstractmethod
     def claim_queued_runs(
-        self, launcher: str, limit: int, run_ids: Iterable[str] | None = None
+        self,
+        launcher: str,
+        limit: int,
+        run_ids: Iterable[str] | None = None,
+        workers: Sequence[str] = (),
     ) -> list[tuple[RunRecord, str]]:
         """Move up to `limit` QUEUED runs (oldest first, or only `run_ids`) to STARTING for
-        `launcher`, each with a fresh claim token; two launchers never get the same run."""
+        `launcher`, each with a fresh claim token; two launchers never get the same run. The
+        i-th run claimed is recorded as `workers[i]`'s, when given (a process that runs
+        already), in the same commit: as `record_worker` would, one write less."""
 
     @abc.abstractmethod
     def record_worker(self, run_id: str, claim_token: str, worker: str) -> bool:
