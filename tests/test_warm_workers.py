@@ -434,9 +434,13 @@ def test_a_run_server_holds_none_of_the_daemons_database_sessions(
     with open_storage(url=pg_url) as storage:
         wait_until(lambda: storage.get_run(run_id).status == RunStatus.STARTED, 20)
         server = storage.get_run(run_id).worker_pid
-    daemon_sockets = _socket_inodes(process.pid)
-    assert daemon_sockets and _socket_inodes(server)
-    assert not daemon_sockets & _socket_inodes(server)
+    try:
+        daemon_sockets = _socket_inodes(process.pid)
+        assert daemon_sockets and _socket_inodes(server)
+        assert not daemon_sockets & _socket_inodes(server)
+    finally:  # its run sleeps, and on a dropped database it would retry for ever
+        os.kill(server, signal.SIGKILL)
+        wait_until(lambda: not pid_running(server), what="the run server gone")
 
 
 def test_a_served_run_names_its_process_before_the_launcher_returns(home, proj):
