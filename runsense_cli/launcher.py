@@ -59,7 +59,8 @@ class DeadRun:
 
 
 class RunLauncher:
-    """Keeps at most `max_concurrent_runs` runs in progress on this node, one worker process each.
+    """Keeps at most `max_concurrent_runs` runs in progress on this node, each in a worker process
+    running only it (a run server runs the next one only once it is done with this one).
 
     Workers run in their own session, so Ctrl-C on the daemon's terminal does not reach them and
     they outlive a daemon that stops; the next launcher watches them through their identity.

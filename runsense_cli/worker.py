@@ -1,8 +1,9 @@
-"""A run worker: the process that executes one claimed run.
+"""Run workers: the processes that execute claimed runs.
 
-Either a fresh interpreter (`python -m runsense_cli _worker`, "cold": it imports the project
-itself) or a process forked from one that has loaded the project already (`warm_worker`); both
-end in `run_claimed`, so a run is executed the same way whichever started it.
+Either a fresh interpreter for one run (`python -m runsense_cli _worker`, "cold": it imports the
+project itself, `run_claimed`) or a run server forked from a process that has loaded the project
+already (`warm_worker`, `serve_warm`); both confirm the claim before anything runs and execute
+the run through `execute_run`, so a run is executed the same way whichever started it.
 """
 
 from __future__ import annotations
@@ -57,27 +58,19 @@ def main(argv: list[str]) -> int:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a worker is done with one claimed run."""
+    """How a run server is done with one claimed run."""
 
-    code: int  # the exit code a one-run worker ends with
-    # The run ended SUCCESS or FAILURE by this process's own commit, or was never this
-    # process's: no cancel can be on its way here for it, so the process may run another.
+    code: int  # the exit code a one-run worker would end with
+    # Nothing the run did can reach a later run here: it ended SUCCESS or FAILURE by this
+    # process's commit with no cancel requested (so no signal is on its way), or it was never
+    # this process's; the server may run another (if the run left nothing else behind).
     reusable: bool
     final: RunRecord | None = None  # the run as this process last stored it
 
 
-def run_claimed(
-    storage: Storage, run_id: str, token: str, project: LoadedProject | None = None
-) -> int:
-    """Confirm the launcher's claim, execute the run; the process's exit code."""
-    return serve_claimed(storage, run_id, token, project).code
-
-
-def serve_claimed(
-    storage: Storage, run_id: str, token: str, project: LoadedProject | None = None
-) -> Outcome:
-    """Confirm the launcher's claim (recording this process as the run's worker), get the job,
-    execute the run.
+def run_claimed(storage: Storage, run_id: str, token: str) -> int:
+    """A cold worker's run: confirm the launcher's claim (recording this process as the run's
+    worker), import the project and get the job, execute the run; the process's exit code.
 
     If the claim no longer holds (the run was cancelled or taken) nothing is run: a run must
     never be executed twice.
@@ -85,11 +78,11 @@ def serve_claimed(
     run = storage.register_worker(run_id, token, str(current()))
     if run is None:
         _end_if_canceled(storage, run_id)
-        return Outcome(0, reusable=True)
+        return 0
     from .heartbeat import Heartbeat
 
     with Heartbeat(storage, run_id):  # from now on: loading a big project takes time too
-        return _load_and_execute(storage, run, project)
+        return _load_and_execute(storage, run)
 
 
 class _ClaimLost(Exception):
@@ -97,7 +90,7 @@ class _ClaimLost(Exception):
 
 
 def serve_warm(storage: Storage, claimed: RunRecord, token: str, project: LoadedProject) -> Outcome:
-    """`serve_claimed` for a process that has the project loaded: the job is taken first and
+    """`run_claimed` for a process that has the project loaded: the job is taken first and
     the claim confirmed in the commit that starts the run (one write fewer per run, which on
     PostgreSQL all wait their turn for the same lock). A run of another project is executed
     too, but then this process runs nothing more: that project stays imported in it."""
@@ -146,23 +139,22 @@ def _failed_to_load(storage: Storage, run: RunRecord, exc: BaseException) -> Out
     return Outcome(1, reusable=failed is not None)
 
 
-def _load_and_execute(storage: Storage, run: RunRecord, project: LoadedProject | None) -> Outcome:
+def _load_and_execute(storage: Storage, run: RunRecord) -> int:
     from .cancel import cancel_on_sigterm
     from .execution import execute_run
     from .run_output import stamp_output
 
     try:
-        job, _ = _load_job(storage, run.run_id, run.job_name, project)
+        job, _ = _load_job(storage, run.run_id, run.job_name, None)
     except BaseException as exc:
-        return _failed_to_load(storage, run, exc)
+        return _failed_to_load(storage, run, exc).code
     stamp_output()
     try:
         with cancel_on_sigterm():
             result = execute_run(storage, job, run)
     except KeyboardInterrupt:
-        return Outcome(1, reusable=False)  # cancelled: execute_run has stored the run CANCELED
-    ended = result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE)
-    return Outcome(0 if result.success else 1, reusable=ended)
+        return 1  # cancelled: execute_run has stored the run CANCELED
+    return 0 if result.success else 1
 
 
 def _end_if_canceled(storage: Storage, run_id: str) -> None:
