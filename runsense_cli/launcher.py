@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .identity import ProcessId, current, node_name, pid_alive
+from .run_output import log_path
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
 from .warm_worker import RunServer
@@ -121,7 +122,7 @@ class RunLauncher:
         # them gets a new process, named right after it starts. Either way, from then on the
         # run lives or dies with that process, not with the launcher (a `sensor tick --no-wait`
         # exits at once; a daemon may be stopped or killed).
-        ready = self._idle_servers(room) if self._warm() else []
+        ready = self._idle_servers(room) if self._warm_project() else []
         started: list[str] = []
         try:
             try:
@@ -158,8 +159,11 @@ class RunLauncher:
                     child.settle()  # it holds its database locks from here on (no-op after)
         return started
 
-    def _warm(self) -> bool:
-        return self.project is not None and hasattr(os, "fork") and not cold_workers_only()
+    def _warm_project(self) -> LoadedProject | None:
+        """The loaded project runs are served from, or None: each run gets a cold worker."""
+        if hasattr(os, "fork") and not cold_workers_only():
+            return self.project
+        return None
 
     def _idle_servers(self, wanted: int) -> list[RunServer]:
         """Up to `wanted` idle run servers, taken from the pool (the most recently used first);
@@ -174,11 +178,12 @@ class RunLauncher:
 
     def _spawn(self, run: RunRecord, token: str) -> WorkerProcess:
         run_id = run.run_id
-        logs = self.home / "logs"
-        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.project is not None and self._warm():
+        log = log_path(self.home, run_id)
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        project = self._warm_project()
+        if project is not None:
             server = RunServer(
-                self.storage, self.home, self.project, self.database_url, self.runs_per_worker
+                self.storage, self.home, project, self.database_url, self.runs_per_worker
             )
             try:
                 server.assign(run, token)
@@ -186,7 +191,7 @@ class RunLauncher:
                 self._end(server)
                 raise
             return server
-        fd = os.open(logs / f"{run_id}.log", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        fd = os.open(log, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         env = dict(os.environ)
         if self.database_url:
             env["RUNSENSE_DATABASE_URL"] = self.database_url  # never on the command line: ps
@@ -247,9 +252,9 @@ class RunLauncher:
 
     def close(self) -> None:
         """Idle run servers end now; busy ones once their run is done."""
-        for server in [*self._idle, *self.children.values()]:
-            if isinstance(server, RunServer):
-                server.retire()
+        for child in self.children.values():
+            if isinstance(child, RunServer):
+                child.retire()
         for server in self._idle:
             self._end(server)
         self._idle.clear()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunsenseError
+from .run_output import log_path
 from .runs import FINISHED_STATUSES, RunRecord
 from .storage import PruneResult, Storage
 from .values import RESERVED_TAG_PREFIX
@@ -71,4 +72,4 @@ def prune_history(
 def _remove_logs(home: Path, run_ids: Sequence[str]) -> None:
     for run_id in run_ids:
         with contextlib.suppress(FileNotFoundError):
-            (home / "logs" / f"{run_id}.log").unlink()
+            log_path(home, run_id).unlink()

@@ -145,7 +145,7 @@ class RunServer:
                 if isinstance(done, Done) and done.run_id == self.run_id:
                     self._code, self._last, self.final = done.code, done.last, done.final
             # Never waits: a run may close the pipe and go on; the pidfd wakes the caller.
-            if self._code is None and self._reap(block=False):
+            if self._code is None and self._reap():
                 self._code = self.returncode
             if self._code is not None:
                 self.idle_since = time.monotonic()
@@ -170,7 +170,7 @@ class RunServer:
 
     def reap(self) -> bool:
         """Whether it has exited (collecting it); then its descriptors are closed."""
-        if not self._reap(block=False):
+        if not self._reap():
             return False
         self.retire()
         for fd in (self.reports.fd, self.pidfd, self._ready):
@@ -179,10 +179,10 @@ class RunServer:
         self.reports.fd = self.pidfd = self._ready = -1
         return True
 
-    def _reap(self, block: bool) -> bool:
+    def _reap(self) -> bool:
         if self.returncode is None:
             try:
-                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
                 pid, status = self.pid, 0  # reaped elsewhere: as Popen, say 0
             if pid:
@@ -234,8 +234,7 @@ def _serve(
                     storage = open_storage(home, url=database_url, give_up_after=None)
                 except RunsenseError as exc:
                     _to_run_log(home, claim.run_id, f"Error: {exc}")
-                    code = 2
-                    return _exit(code)
+                    _exit(2)
             outcome = _one_run(storage, home, project, claim)
             if os.getpid() != me:
                 os._exit(0)  # a process the run forked came back here: it is not a server
@@ -263,7 +262,7 @@ def _serve(
 
 def _one_run(storage: Storage, home: Path, project: LoadedProject, claim: Claim) -> Outcome:
     """Run one claim with fds 1 and 2 (and Python's streams) on the run's log file."""
-    _point(_high(os.open(_log_path(home, claim.run_id), _LOG_FLAGS, 0o600)), 1, 2)
+    _point(_high(os.open(run_output.log_path(home, claim.run_id), _LOG_FLAGS, 0o600)), 1, 2)
     streams = sys.stdout, sys.stderr
     try:
         return serve_warm(storage, claim.run, claim.token, project)
@@ -324,12 +323,10 @@ def _flush_c_streams() -> None:
             libc.fflush(None)
 
 
-def _log_path(home: Path, run_id: str) -> Path:
-    return home / "logs" / f"{run_id}.log"
-
-
 def _to_run_log(home: Path, run_id: str, line: str) -> None:
-    with open(_log_path(home, run_id), "a", encoding="utf-8", errors="backslashreplace") as log:
+    with open(
+        run_output.log_path(home, run_id), "a", encoding="utf-8", errors="backslashreplace"
+    ) as log:
         log.write(line + "\n")
 
 
