@@ -17,17 +17,17 @@ import contextlib
 import os
 import selectors
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
-from . import parent_fds
 from .call_watch import CallInFlight, CallWatch
 from .errors import LeaseLostError, RunsenseError
 from .evaluation import SensorEvaluator
-from .frames import FrameReader, send_frame
+from .forked import ForkedHelper
+from .frames import send_frame
 from .identity import current
 from .leases import LEASE_WAIT_S, lease_ttl
 from .outcomes import TickResult
@@ -54,7 +54,7 @@ class TickJob:
     stopping: bool = False  # the caller is shutting down: not the function's fault
 
 
-class TickWorker:
+class TickWorker(ForkedHelper):
     """The parent's handle on one sensor's tick process."""
 
     def __init__(self, evaluator: SensorEvaluator, sensor: str) -> None:
@@ -66,25 +66,12 @@ class TickWorker:
         self.retired_at: float | None = None
         self.identity = str(current())  # the lease's holder for its ticks (TickCommand.holder)
         libc()  # loaded here, once, not in every child
-        commands_r, commands_w = os.pipe()
-        results_r, results_w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            os.close(commands_w)
-            os.close(results_r)
-            serve_ticks(evaluator, self.watch, commands_r, results_w, parent)
-        os.close(commands_r)
-        os.close(results_w)
-        os.set_blocking(results_r, False)
-        self.pid, self.commands, self.results = pid, commands_w, FrameReader(results_r)
-        self.pidfd = -1
-        with contextlib.suppress(AttributeError, OSError):
-            self.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
-        # A copy of the command pipe in any other child would keep this one from its EOF.
-        parent_fds.keep_from_children(commands_w, results_r, self.pidfd)
+
+        def child(commands: int, results: int) -> NoReturn:
+            serve_ticks(evaluator, self.watch, commands, results, parent)
+
+        super().__init__(child)
 
     def begin(self, job: TickJob, lease_wait: float) -> None:
         self.job = job
@@ -97,21 +84,10 @@ class TickWorker:
         """No more ticks: it ends once the one in progress, if any, is reported."""
         if self.retired_at is None:
             self.retired_at = time.monotonic()
-        if self.commands >= 0:
-            parent_fds.forget(self.commands)
-            os.close(self.commands)
-            self.commands = -1
-
-    def fds(self) -> list[int]:
-        return [fd for fd in (self.results.fd, self.pidfd) if fd >= 0]
+        super().retire()
 
     def close(self) -> None:
-        self.retire()
-        for fd in (self.results.fd, self.pidfd):
-            if fd >= 0:
-                parent_fds.forget(fd)
-                os.close(fd)
-        self.results.fd = self.pidfd = -1
+        super().close()
         self.watch.close()
 
 

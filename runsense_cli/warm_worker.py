@@ -36,7 +36,8 @@ from typing import NoReturn
 
 from . import cancel, execution, parent_fds, run_output, tick_worker  # noqa: F401 - imported once
 from .errors import RunsenseError, describe
-from .frames import FrameReader, read_frame, send_frame
+from .forked import ForkedHelper
+from .frames import read_frame, send_frame
 from .identity import ProcessId
 from .runs import RunRecord
 from .storage import Storage, open_storage
@@ -68,7 +69,7 @@ class Done:
     final: RunRecord | None  # the run as the server last stored it, if it ran it
 
 
-class RunServer:
+class RunServer(ForkedHelper):
     """The parent's handle on one run server."""
 
     def __init__(
@@ -86,41 +87,28 @@ class RunServer:
         self._code: int | None = None  # the code of the run it was given, once done
         self.final: RunRecord | None = None  # that run as it stored it last
         self._last = False
-        commands_r, commands_w = os.pipe()
-        reports_r, reports_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+
+        def child(commands: int, reports: int) -> NoReturn:
+            os.close(ready_r)
+            _serve(storage, home, project, database_url, runs_per_worker,
+                   commands, reports, ready_w)  # fmt: skip
+
         # A Ctrl-C or SIGTERM for the parent, arriving before the child has its own handlers,
         # must not run the parent's there: held back until then.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         try:
-            pid = os.fork()
-            if pid == 0:
-                for fd in (commands_w, reports_r, ready_r):
-                    os.close(fd)
-                _serve(storage, home, project, database_url, runs_per_worker,
-                       commands_r, reports_w, ready_w)  # fmt: skip
+            super().__init__(child)
         except BaseException:
-            for fd in (commands_r, commands_w, reports_r, reports_w, ready_r, ready_w):
-                os.close(fd)
+            os.close(ready_r)
+            os.close(ready_w)
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        for fd in (commands_r, reports_w, ready_w):
-            os.close(fd)
-        os.set_blocking(reports_r, False)
-        self.pid = pid
-        self.identity = str(ProcessId.of(pid))  # the worker its runs record
-        self.commands = commands_w
-        self.reports = FrameReader(reports_r)
+        os.close(ready_w)
         self._ready = ready_r
-        self.pidfd = -1
-        with contextlib.suppress(AttributeError, OSError):
-            self.pidfd = os.pidfd_open(pid)  # readable when it exits (Linux 5.3+)
-        # A copy of the command pipe in another child would keep this one from its EOF.
-        parent_fds.keep_from_children(commands_w, reports_r, ready_r, self.pidfd)
+        parent_fds.keep_from_children(ready_r)
+        self.identity = str(ProcessId.of(self.pid))  # the worker its runs record
 
     def settle(self) -> None:
         """Wait until the child holds its database locks (or died): only then may this process
@@ -141,7 +129,7 @@ class RunServer:
         the server's own exit code if it died running it. Then it is ready for another, unless
         `ended`."""
         if self._code is None and self.run_id is not None:
-            for done in self.reports.read():
+            for done in self.results.read():
                 if isinstance(done, Done) and done.run_id == self.run_id:
                     self._code, self._last, self.final = done.code, done.last, done.final
             # Never waits: a run may close the pipe and go on; the pidfd wakes the caller.
@@ -159,24 +147,14 @@ class RunServer:
     def done_with_run(self) -> None:
         self.run_id = None
 
-    def fds(self) -> list[int]:
-        return [fd for fd in (self.reports.fd, self.pidfd) if fd >= 0]
-
-    def retire(self) -> None:
-        """No more runs: it ends once the one in progress, if any, is done."""
-        if self.commands >= 0:
-            self._close(self.commands)
-            self.commands = -1
-
     def reap(self) -> bool:
         """Whether it has exited (collecting it); then its descriptors are closed."""
         if not self._reap():
             return False
-        self.retire()
-        for fd in (self.reports.fd, self.pidfd, self._ready):
-            if fd >= 0:
-                self._close(fd)
-        self.reports.fd = self.pidfd = self._ready = -1
+        self.close()
+        if self._ready >= 0:
+            self._close(self._ready)
+            self._ready = -1
         return True
 
     def _reap(self) -> bool:
