@@ -121,7 +121,10 @@ class Daemon:
         self._last_prune = -PRUNE_EVERY_S
         self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
         self._newest_seen = -1  # the newest event id the last sensor check saw
+        self._running: set[str] | None = None  # the sensors running at the last check
         self.ticks = TickSupervisor()
+        # A daemon launches for as long as it lives: its run servers may take their next runs.
+        launcher.servers_take_runs = True
         directory = (evaluator.origin or {}).get("directory")
         self.watcher = CodeWatcher(directory) if watch_code and directory else None
         self.reload_error: str | None = None
@@ -247,12 +250,14 @@ class Daemon:
         from .cancel import enforce_cancels
 
         storage = self.evaluator.storage
+        changes = storage.take_changes()
         ticks_ended = self._report_ticks()
         if full:
             for run in enforce_cancels(storage, self._signalled):
                 self.reporter.run_ended(run)
         self.launcher.reap()
         ended = self.launcher.take_ended()
+        taken = self.launcher.take_taken()  # runs that servers took as theirs ended
         # A worker that reported its run finished leaves nothing to fail; one that did not (it
         # died) is failed now, not at the next full pass.
         unfinished = any(run is None or not run.is_finished for run in ended.values())
@@ -265,6 +270,8 @@ class Daemon:
                 run = storage.get_run(run_id)
             if run.is_finished and run_id not in reported:
                 self.reporter.run_ended(run)
+        if taken:
+            self.reporter.launched(taken)
         if full:
             self._prune_when_due()
         if launched := self.launcher.launch_queued():
@@ -272,11 +279,14 @@ class Daemon:
         now = self.clock()
         if full:
             mark_overdue_runs(storage, now)
+        if not full and not ticks_ended and not self._may_concern(changes):
+            return
         newest = storage.newest_event_id()
         if not full and not ticks_ended and newest == self._newest_seen:
             return  # (a sensor busy in a tick when the events came is looked at when it ends)
         self._newest_seen = newest
         running = storage.running_sensors(self.evaluator.location)
+        self._running = set(running)
         for name, sensor in self.evaluator.definitions.sensors.items():
             if self.stop_requested.is_set():
                 return
@@ -292,6 +302,24 @@ class Daemon:
                 continue
             self.ticks.start(self.evaluator, sensor, lease_wait=0, sensor_id=state.sensor_id)
             self._last_tick[name] = now
+
+    def _may_concern(self, changes: frozenset[tuple[str, str, str]] | None) -> bool:
+        """Whether the events the wake-ups named (None: unknown) may concern a sensor running
+        at the last look: on a busy database most commits are other jobs' runs, and then a
+        woken pass reads nothing. (Starting a sensor is a command: its wake-up names nothing,
+        so the next pass looks.)"""
+        if changes is None or self._running is None:
+            return True
+        location = self.evaluator.location
+        for name in self._running:
+            sensor = self.evaluator.definitions.sensors.get(name)
+            if sensor is None:
+                return True
+            scope = sensor.scope(location)
+            types = {event_type.value for event_type in sensor.event_types}
+            if any(kind in types and scope.covers(loc, job) for kind, loc, job in changes):
+                return True
+        return False
 
     def _report_ticks(self, ends: list[TickEnd] | None = None) -> int:
         """Report the ticks that ended (how many); a busy sensor (another process ticks it)

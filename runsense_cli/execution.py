@@ -13,9 +13,9 @@ from .errors import RunsenseError, describe
 from .heartbeat import Heartbeat
 from .home import database_path
 from .identity import current
+from .op_context import OnStep, OpExecutionContext, RunLogger, StepReport
 from .runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .storage import Storage, database_url, open_storage
-from .text import clean, safe_str
 from .values import check_tags
 
 
@@ -31,81 +31,7 @@ class ExecutableJob(Protocol):
     def nodes(self) -> Sequence[Any]: ...
 
 
-@dataclass(frozen=True)
-class StepReport:
-    """What the CLI is told as a run progresses: a step started, succeeded, failed, or logged."""
-
-    kind: str  # "start" | "success" | "failure" | "log"
-    step_key: str
-    duration: float = 0.0
-    error: ErrorInfo | None = None
-    message: str = ""
-    level: str = ""
-
-
-OnStep = Callable[[StepReport], None]
-
-
-class RunLogger:
-    """`context.log`: each call becomes a LOG event on the run, tagged with the current op."""
-
-    def __init__(
-        self, storage: Storage, run: RunRecord, step_key: str | None, on_step: OnStep | None
-    ):
-        self._storage = storage
-        self._run = run
-        self._step_key = step_key
-        self._on_step = on_step
-
-    def _log(self, level: str, message: object, *args: object) -> None:
-        text = clean(safe_str(message) % args) if args else safe_str(message)
-        self._storage.append_event(
-            self._run, EventType.LOG, text, step_key=self._step_key, level=level
-        )
-        if self._on_step:
-            self._on_step(StepReport("log", self._step_key or "", message=text, level=level))
-
-    def debug(self, message: object, *args: object) -> None:
-        self._log("DEBUG", message, *args)
-
-    def info(self, message: object, *args: object) -> None:
-        self._log("INFO", message, *args)
-
-    def warning(self, message: object, *args: object) -> None:
-        self._log("WARNING", message, *args)
-
-    warn = warning
-
-    def error(self, message: object, *args: object) -> None:
-        self._log("ERROR", message, *args)
-
-    def exception(self, message: object, *args: object) -> None:
-        self._log("ERROR", message, *args)
-
-    def critical(self, message: object, *args: object) -> None:
-        self._log("CRITICAL", message, *args)
-
-
-@dataclass
-class OpExecutionContext:
-    """What an op whose first parameter is `context` receives."""
-
-    log: RunLogger
-    op_config: Any
-    run: RunRecord
-    op_name: str
-
-    @property
-    def run_id(self) -> str:
-        return self.run.run_id
-
-    @property
-    def job_name(self) -> str:
-        return self.run.job_name
-
-    @property
-    def dagster_run(self) -> RunRecord:
-        return self.run
+AfterEnd = Callable[[RunRecord], Any]  # see `execute_run`
 
 
 @dataclass
@@ -117,6 +43,7 @@ class RunResult:
     failed_step: str | None = None
     error: ErrorInfo | None = None
     storage: Storage | None = field(default=None, repr=False, compare=False)
+    after_end: Any = field(default=None, repr=False, compare=False)  # see `execute_run`
 
     @property
     def success(self) -> bool:
@@ -165,9 +92,16 @@ def execute_run(
     job: ExecutableJob,
     run: RunRecord | Callable[[], RunRecord],
     on_step: OnStep | None = None,
+    *,
+    started: bool = False,
+    after_end: AfterEnd | None = None,
 ) -> RunResult:
     """Take a STARTING run through STARTED to SUCCESS or FAILURE. `run` may also be a function
     that creates it (`execute_in_process`): the run is then created in the commit that starts it.
+    `started`: the caller has moved `run` to STARTED already (`start_in_commit`). `after_end` is
+    called inside the commit that ends the run SUCCESS or FAILURE, if that commit is this
+    process's (a run server takes its next run there); what it returns is the result's
+    `after_end`.
 
     Events with nothing between them share a commit: the run's start and its first step's
     start; a step's end and the next step's start, or the run's end.
@@ -178,7 +112,11 @@ def execute_run(
     process already made (a cancel) wins: the run stops where it is. Should runsense itself fail
     mid-run (the storage), the run still ends, as FAILURE.
     """
-    run, started_run = _start(storage, job, run)
+    if started:
+        assert isinstance(run, RunRecord)
+        started_run: RunRecord | None = run
+    else:
+        run, started_run = _start(storage, job, run)
     if started_run is None:
         stored = storage.get_run(run.run_id)
         if stored.status == RunStatus.CANCELING:  # cancelled before it started: end it here
@@ -192,7 +130,7 @@ def execute_run(
         return RunResult(stored, storage=storage)
     try:
         with Heartbeat(storage, started_run.run_id):
-            return _execute_nodes(storage, job, started_run, _guarded(on_step))
+            return _execute_nodes(storage, job, started_run, _guarded(on_step), after_end)
     except BaseException as exc:
         _end_unfinished(storage, started_run, exc)
         raise
@@ -203,16 +141,21 @@ def _start(
 ) -> tuple[RunRecord, RunRecord | None]:
     """The run (created here if `run` creates it) and, moved to STARTED with its first step's
     STEP_START in the same commit, the started run (None: another process moved it first)."""
-    nodes = job.nodes
 
     def start() -> tuple[RunRecord, RunRecord | None]:
         record = run() if callable(run) else run
-        started = storage.set_run_status(record, RunStatus.STARTED)
-        if started is not None and nodes:
-            _step_started(storage, started, nodes[0].name)
-        return record, started
+        return record, start_in_commit(storage, job, record)
 
     return storage.atomic(start)
+
+
+def start_in_commit(storage: Storage, job: ExecutableJob, run: RunRecord) -> RunRecord | None:
+    """Move `run` to STARTED with its first step's STEP_START, inside the caller's transaction;
+    the run as started, or None when another process moved it first."""
+    started = storage.set_run_status(run, RunStatus.STARTED)
+    if started is not None and job.nodes:
+        _step_started(storage, started, job.nodes[0].name)
+    return started
 
 
 def _step_started(storage: Storage, run: RunRecord, step: str) -> None:
@@ -229,12 +172,14 @@ def _step_ended(
     following: str | None,
     error: ErrorInfo | None = None,
     job_name: str = "",
-) -> RunRecord | None:
+    after_end: AfterEnd | None = None,
+) -> tuple[RunRecord | None, Any]:
     """The step's end and, in the same commit, the next step's start (`following`), or the
     run's end: FAILURE when the step failed (`error`), else SUCCESS after the last step.
-    Returns the run as moved (None: another process moved it first, or the run goes on)."""
+    Returns the run as moved (None: another process moved it first, or the run goes on) and, if
+    this commit ended it, what `after_end` returned in it."""
 
-    def end() -> RunRecord | None:
+    def end() -> tuple[RunRecord | None, Any]:
         if error is not None:
             storage.append_event(
                 run,
@@ -243,11 +188,14 @@ def _step_ended(
                 step_key=step,
                 error=error,
             )
-            return storage.set_run_status(
-                run,
-                RunStatus.FAILURE,
-                f'Execution of run for "{job_name}" failed. Step "{step}" failed: {error}',
-                error=error,
+            return _ended(
+                storage.set_run_status(
+                    run,
+                    RunStatus.FAILURE,
+                    f'Execution of run for "{job_name}" failed. Step "{step}" failed: {error}',
+                    error=error,
+                ),
+                after_end,
             )
         storage.append_event(
             run,
@@ -257,10 +205,14 @@ def _step_ended(
         )
         if following is not None:
             _step_started(storage, run, following)
-            return None
-        return storage.set_run_status(run, RunStatus.SUCCESS)
+            return None, None
+        return _ended(storage.set_run_status(run, RunStatus.SUCCESS), after_end)
 
     return storage.atomic(end)
+
+
+def _ended(run: RunRecord | None, after_end: AfterEnd | None) -> tuple[RunRecord | None, Any]:
+    return run, (after_end(run) if run is not None and after_end is not None else None)
 
 
 def _end_unfinished(storage: Storage, run: RunRecord, exc: BaseException) -> None:
@@ -283,7 +235,11 @@ def _end_unfinished(storage: Storage, run: RunRecord, exc: BaseException) -> Non
 
 
 def _execute_nodes(
-    storage: Storage, job: ExecutableJob, run: RunRecord, notify: OnStep
+    storage: Storage,
+    job: ExecutableJob,
+    run: RunRecord,
+    notify: OnStep,
+    after_end: AfterEnd | None = None,
 ) -> RunResult:
     ops_config = (run.run_config.get("ops") or {}) if run.run_config else {}
     outputs: dict[str, Any] = {}
@@ -311,16 +267,21 @@ def _execute_nodes(
             except BaseException as exc:
                 error = ErrorInfo.from_exception(exc, skip_frames=1)
                 duration = time.perf_counter() - started
-                failed = _step_ended(storage, run, node.name, duration, None, error, job.name)
+                failed, then = _step_ended(
+                    storage, run, node.name, duration, None, error, job.name, after_end
+                )
                 notify(StepReport("failure", node.name, duration, error))
                 final = failed or storage.get_run(run.run_id)
-                return RunResult(final, outputs, node.name, error, storage)
+                return RunResult(final, outputs, node.name, error, storage, then)
             duration = time.perf_counter() - started
             following = nodes[index + 1].name if index + 1 < len(nodes) else None
-            done = _step_ended(storage, run, node.name, duration, following)
+            done, then = _step_ended(
+                storage, run, node.name, duration, following, after_end=after_end
+            )
             notify(StepReport("success", node.name, duration))
             if following is None:
-                return RunResult(done or storage.get_run(run.run_id), outputs, storage=storage)
+                final = done or storage.get_run(run.run_id)
+                return RunResult(final, outputs, storage=storage, after_end=then)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a cancel (cancel.RunCanceled)
         where = f' during step "{step}"' if step else ""
         reason = getattr(exc, "reason", "interrupted")

@@ -5,8 +5,9 @@ worker, so two launchers (two daemons, or a daemon and `sensor tick`) never star
 the worker confirms the claim before executing anything. A launcher that lives in a process
 that has loaded the project (the daemon, `sensor tick`) hands its runs to run servers forked
 from itself (warm: nothing to import again, one database connection for many runs, see
-`warm_worker`); others, or any with RUNSENSE_COLD_WORKERS=1, start `python -m runsense_cli
-_worker` for each run. Whoever waits on `fds()` wakes the moment a worker is done with a run. A run is failed for a dead worker only
+`warm_worker`); a daemon's servers then take their next runs themselves. Others, or any with
+RUNSENSE_COLD_WORKERS=1, start `python -m runsense_cli _worker` for each run. Whoever waits on
+`fds()` wakes the moment a worker is done with a run. A run is failed for a dead worker only
 on evidence: its launcher saw its own child exit, or the worker's identity (node, pid, start time)
 says it is gone on this node, or, elsewhere, its heartbeat is older than `heartbeat_timeout`.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,8 +29,8 @@ from .identity import ProcessId, current, node_name, pid_alive
 from .run_output import log_path
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
-from .warm_worker import RunServer
-from .worker import LoadedProject
+from .warm_worker import RunServer, TakeRule
+from .worker import LoadedProject, death_reason
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
@@ -88,6 +88,11 @@ class RunLauncher:
         # it are forked from here; without one, every worker is a fresh interpreter.
         self.project = project
         self.runs_per_worker = max(1, runs_per_worker)
+        # A daemon's run servers take their next queued run themselves, in the commit that ends
+        # the one before (`Storage.claim_next_run`); a launcher waiting for given runs only
+        # (`sensor tick`) hands each run out itself.
+        self.servers_take_runs = False
+        self._taken: list[str] = []  # runs its servers took since the last `take_taken`
         self._idle: list[RunServer] = []  # run servers waiting for a run, newest last
         self._ending: list[RunServer] = []  # retired or ended, not yet reaped
         # Every per-run structure below is bounded by the runs in progress, never by the runs
@@ -124,6 +129,7 @@ class RunLauncher:
         # exits at once; a daemon may be stopped or killed).
         ready = self._idle_servers(room) if self._warm_project() else []
         started: list[str] = []
+        take = self._take_rule(run_ids)
         try:
             try:
                 claimed = self.storage.claim_queued_runs(
@@ -135,9 +141,9 @@ class RunLauncher:
             for index, (run, token) in enumerate(claimed):
                 named = ready[index] if index < len(ready) else None
                 try:
-                    child = self._spawn(run, token) if named is None else named
+                    child = self._spawn(run, token, take) if named is None else named
                     if named is not None:
-                        named.assign(run, token)
+                        named.assign(run, token, take)
                 except OSError as exc:
                     if named is not None:
                         self._end(named)
@@ -159,6 +165,11 @@ class RunLauncher:
                     child.settle()  # it holds its database locks from here on (no-op after)
         return started
 
+    def _take_rule(self, run_ids: set[str] | None) -> TakeRule | None:
+        if not self.servers_take_runs or run_ids is not None:
+            return None
+        return TakeRule(self.identity, node_name(), self.max_concurrent_runs)
+
     def _warm_project(self) -> LoadedProject | None:
         """The loaded project runs are served from, or None: each run gets a cold worker."""
         if hasattr(os, "fork") and not cold_workers_only():
@@ -176,7 +187,7 @@ class RunLauncher:
             taken.append(server)
         return taken
 
-    def _spawn(self, run: RunRecord, token: str) -> WorkerProcess:
+    def _spawn(self, run: RunRecord, token: str, take: TakeRule | None) -> WorkerProcess:
         run_id = run.run_id
         log = log_path(self.home, run_id)
         log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,7 +197,7 @@ class RunLauncher:
                 self.storage, self.home, project, self.database_url, self.runs_per_worker
             )
             try:
-                server.assign(run, token)
+                server.assign(run, token, take)
             except OSError:
                 self._end(server)
                 raise
@@ -227,8 +238,8 @@ class RunLauncher:
         as a zombie), and end run servers that are idle too long or of replaced code."""
         done = {}
         for run_id, child in list(self.children.items()):
-            code = child.poll()
-            if code is not None:
+            # A run server that took its next runs may have ended several since the last look.
+            while (code := child.poll()) is not None:
                 done[run_id] = code
                 del self.children[run_id]
                 pidfd = self._pidfds.pop(run_id, None)
@@ -236,12 +247,9 @@ class RunLauncher:
                     os.close(pidfd)
                 self._exit_codes[run_id] = code
                 self._ended.append((run_id, getattr(child, "final", None)))
-                if isinstance(child, RunServer):
-                    child.done_with_run()
-                    if child.ended or child.project is not self.project:
-                        self._end(child)
-                    else:
-                        self._idle.append(child)
+                if not isinstance(child, RunServer) or not self._server_done(child):
+                    break
+                run_id = child.run_id or ""
         now = time.monotonic()
         for server in list(self._idle):
             if server.project is not self.project or now - server.idle_since > SERVER_IDLE_S:
@@ -249,6 +257,24 @@ class RunLauncher:
                 self._end(server)
         self._ending = [server for server in self._ending if not server.reap()]
         return done
+
+    def _server_done(self, server: RunServer) -> bool:
+        """A run server is done with its run: it runs the one it took already (True), waits for
+        another (idle), or ends (it said so, or its project was replaced)."""
+        taken = server.next
+        if taken is None:
+            server.done_with_run()
+            if server.ended or server.project is not self.project:
+                self._end(server)
+            else:
+                self._idle.append(server)
+            return False
+        server.go_on_with(taken)
+        self.children[taken.run_id] = server
+        self._taken.append(taken.run_id)
+        if server.project is not self.project:
+            server.retire()  # it takes no more, and ends after this one
+        return True
 
     def close(self) -> None:
         """Idle run servers end now; busy ones once their run is done."""
@@ -267,6 +293,11 @@ class RunLauncher:
             if isinstance(child, RunServer):
                 fds += child.fds()
         return fds
+
+    def take_taken(self) -> list[str]:
+        """Runs this launcher's servers took themselves since the last call (for the log)."""
+        taken, self._taken = self._taken, []
+        return taken
 
     def take_ended(self) -> dict[str, RunRecord | None]:
         """Runs whose worker (a child of this launcher) is done with them since the last call,
@@ -318,7 +349,7 @@ class RunLauncher:
     def _why_dead(self, run: RunRecord) -> str | None:
         code = self._exit_codes.pop(run.run_id, None)
         if code is not None:
-            return _death_reason(run.worker_pid, code)
+            return death_reason(run.worker_pid, code)
         worker = ProcessId.parse(run.worker)
         if worker is not None:
             alive = worker.alive()
@@ -417,14 +448,3 @@ def requested_during(
 def _node_of(identity: str | None) -> str | None:
     parsed = ProcessId.parse(identity)
     return parsed.node if parsed else None
-
-
-def _death_reason(pid: int | None, code: int) -> str:
-    who = f"Run worker (pid {pid})" if pid else "Run worker"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"{who} was killed by {name} before the run finished."
-    return f"{who} exited with code {code} before the run finished."

@@ -21,26 +21,27 @@ parent's code.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import dataclasses
 import gc
-import io
 import os
 import signal
-import stat
 import sys
-import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import cancel, execution, parent_fds, run_output, tick_worker  # noqa: F401 - imported once
+from . import server_process as process
 from .errors import RunsenseError, describe
 from .forked import ForkedHelper
 from .frames import read_frame, send_frame
 from .identity import ProcessId
 from .runs import RunRecord
 from .storage import Storage, open_storage
+from .storage.wake import readable
 from .worker import LoadedProject, Outcome, serve_warm
 
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -48,11 +49,26 @@ _CRASHED = 70  # runsense itself failed in the child: the run in progress, if an
 
 
 @dataclass(frozen=True)
-class Claim:
-    """A run the parent claimed for this server (parent → child)."""
+class TakeRule:
+    """The parent lets the server take its next runs itself (`Storage.claim_next_run`): for
+    `launcher`, while `node` has fewer than `limit` runs in progress."""
 
-    run: RunRecord  # as the claim left it (STARTING)
-    token: str
+    launcher: str
+    node: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run the server is to run: claimed by the parent (parent → child), or taken by the
+    server itself in the commit that ended its previous run (reported in `Done.next`)."""
+
+    run: RunRecord  # as the claim left it (STARTING), or STARTED if `started`
+    token: str  # the parent's claim token ("" when taken: registered already)
+    take: TakeRule | None = None
+    taken: bool = False
+    started: bool = False
+    origin: dict[str, Any] | None = None  # known when taken
 
     @property
     def run_id(self) -> str:
@@ -61,12 +77,14 @@ class Claim:
 
 @dataclass(frozen=True)
 class Done:
-    """The server is done with its run (child → parent); `last`: it ends now."""
+    """The server is done with its run (child → parent); `last`: it ends now; `next`: the run
+    it took in the commit that ended this one, which it runs now."""
 
     run_id: str
     code: int
     last: bool
     final: RunRecord | None  # the run as the server last stored it, if it ran it
+    next: Claim | None = None
 
 
 class RunServer(ForkedHelper):
@@ -86,6 +104,8 @@ class RunServer(ForkedHelper):
         self.returncode: int | None = None  # its own exit code, once reaped
         self._code: int | None = None  # the code of the run it was given, once done
         self.final: RunRecord | None = None  # that run as it stored it last
+        self.next: Claim | None = None  # the run it took itself when that one ended
+        self._unread: deque[Done] = deque()
         self._last = False
         ready_r, ready_w = os.pipe()
 
@@ -119,19 +139,29 @@ class RunServer(ForkedHelper):
             self._close(self._ready)
             self._ready = -1
 
-    def assign(self, run: RunRecord, token: str) -> None:
-        """Give it a claimed run (OSError if it is gone: the caller fails the run)."""
-        self.run_id, self._code, self.final = run.run_id, None, None
-        send_frame(self.commands, Claim(run, token))
+    def assign(self, run: RunRecord, token: str, take: TakeRule | None = None) -> None:
+        """Give it a claimed run (OSError if it is gone: the caller fails the run); with
+        `take`, it takes its next runs itself for as long as it may."""
+        self.run_id, self._code, self.final, self.next = run.run_id, None, None, None
+        send_frame(self.commands, Claim(run, token, take))
+
+    def go_on_with(self, claim: Claim) -> None:
+        """It runs `claim`, which it took itself (its `next`), from now on."""
+        self.run_id, self._code, self.final, self.next = claim.run_id, None, None, None
 
     def poll(self) -> int | None:
         """The exit code of its run once it is done with it (negative: killed by that signal);
         the server's own exit code if it died running it. Then it is ready for another, unless
         `ended`."""
         if self._code is None and self.run_id is not None:
-            for done in self.results.read():
-                if isinstance(done, Done) and done.run_id == self.run_id:
+            # One read may bring the ends of several runs (each taking the next): kept in order,
+            # one given out per call.
+            self._unread.extend(done for done in self.results.read() if isinstance(done, Done))
+            while self._unread and self._code is None:
+                done = self._unread.popleft()
+                if done.run_id == self.run_id:
                     self._code, self._last, self.final = done.code, done.last, done.final
+                    self.next = done.next
             # Never waits: a run may close the pipe and go on; the pidfd wakes the caller.
             if self._code is None and self._reap():
                 self._code = self.returncode
@@ -194,42 +224,62 @@ def _serve(
         with contextlib.suppress(OSError):  # a parent killed meanwhile waits for nothing: go on
             os.write(ready, b"1")
         os.close(ready)
-        _drop_inherited_sockets()
+        process.drop_inherited_sockets()
         # Objects inherited from the parent (its connections among them) are never collected
         # here: a finalizer closing an inherited database descriptor would drop this
         # process's SQLite locks.
         gc.freeze()
         os.setsid()
-        _default_signals()
-        _standard_streams()
+        process.default_signals()
+        process.standard_streams()
         storage: Storage | None = None
         served = 0
         me = os.getpid()
-        baseline = _process_state()
-        while (claim := read_frame(commands)) is not None:
+        baseline = process.process_state()
+        claim = read_frame(commands)
+        while claim is not None:
             if storage is None:
                 try:
                     storage = open_storage(home, url=database_url, give_up_after=None)
                 except RunsenseError as exc:
                     _to_run_log(home, claim.run_id, f"Error: {exc}")
                     _exit(2)
-            outcome = _one_run(storage, home, project, claim)
+
+            def clean(served: int = served) -> bool:
+                """Nothing of the runs so far can reach the next (see the module's doc)."""
+                return (
+                    served + 1 < runs_per_worker
+                    and process.process_state() == baseline
+                    and process.pipes_intact(commands, reports)
+                )
+
+            outcome = _one_run(storage, home, project, claim, _taker(storage, project, claim,
+                                                                       commands, clean))  # fmt: skip
             if os.getpid() != me:
                 os._exit(0)  # a process the run forked came back here: it is not a server
             served += 1
-            last = (
+            taken = outcome.next
+            last = taken is None and (
                 not outcome.reusable
                 or served >= runs_per_worker
-                or _process_state() != baseline
-                or not _pipes_intact(commands, reports)
+                or process.process_state() != baseline
+                or not process.pipes_intact(commands, reports)
             )
-            done, claim = Done(claim.run_id, outcome.code, last, outcome.final), None
+            done, claim = Done(claim.run_id, outcome.code, last, outcome.final, taken), None
             try:
                 send_frame(reports, done)
             except OSError:
-                break  # the parent is gone: its successor watches the run through its record
-            if last:
+                # The parent is gone: its successor watches the runs through their records. A
+                # run taken already is still this process's to run; then it ends.
+                if taken is None:
+                    break
+                taken = dataclasses.replace(taken, take=None)
+            if taken is not None:
+                claim = taken
+            elif last:
                 break
+            else:
+                claim = read_frame(commands)
         code = 0
     except BaseException as exc:
         if claim is not None:
@@ -238,67 +288,71 @@ def _serve(
     _exit(code)
 
 
-def _one_run(storage: Storage, home: Path, project: LoadedProject, claim: Claim) -> Outcome:
+def _taker(
+    storage: Storage,
+    project: LoadedProject,
+    claim: Claim,
+    commands: int,
+    clean: Callable[[], bool],
+) -> Callable[[RunRecord], Claim | None] | None:
+    """What takes the next run inside the commit that ends this one (`execute_run`'s
+    `after_end`), when the parent allows it; the run it takes is also started there if its
+    job is in the loaded project."""
+    rule = claim.take
+    if rule is None:
+        return None
+    worker = str(ProcessId.of(os.getpid()))
+
+    def take(ended: RunRecord) -> Claim | None:
+        # Retired (the parent closed its end: a new project, or it stops) or not clean: no more.
+        if readable([commands], 0) or not clean():
+            return None
+        taken = storage.claim_next_run(rule.launcher, worker, rule.node, rule.limit, ended.run_id)
+        if taken is None:
+            return None
+        run, origin = taken
+        job = None
+        if origin is not None and project.holds(origin):
+            with contextlib.suppress(Exception):  # not in it any more: loaded as a run starts
+                job = project.definitions.get_job(run.job_name)
+        started = execution.start_in_commit(storage, job, run) if job is not None else None
+        return Claim(started or run, "", rule, True, started is not None, origin)
+
+    return take
+
+
+def _one_run(
+    storage: Storage,
+    home: Path,
+    project: LoadedProject,
+    claim: Claim,
+    take: Callable[[RunRecord], Claim | None] | None,
+) -> Outcome:
     """Run one claim with fds 1 and 2 (and Python's streams) on the run's log file."""
-    _point(_high(os.open(run_output.log_path(home, claim.run_id), _LOG_FLAGS, 0o600)), 1, 2)
+    process.point(
+        process.high(os.open(run_output.log_path(home, claim.run_id), process.LOG_FLAGS, 0o600)),
+        1,
+        2,
+    )
     streams = sys.stdout, sys.stderr
     try:
-        return serve_warm(storage, claim.run, claim.token, project)
+        return serve_warm(
+            storage,
+            claim.run,
+            claim.token,
+            project,
+            taken=claim.taken,
+            started=claim.started,
+            origin=claim.origin,
+            after_end=take,
+        )
     finally:
         for stream in (sys.stdout, sys.stderr, *streams):
             with contextlib.suppress(Exception):
                 stream.flush()
         sys.stdout, sys.stderr = streams  # the run's stamping writers (or its own) go
-        _flush_c_streams()  # what C code buffered belongs to this run's log, not the next
-        _to_null(1, 2)
-
-
-_LOG_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_APPEND
-
-
-def _high(fd: int) -> int:
-    """`fd` moved above 2: a run that closed 1 or 2 must not make the log take their number."""
-    if fd > 2:
-        return fd
-    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    os.close(fd)
-    return moved
-
-
-def _point(fd: int, *targets: int) -> None:
-    for target in targets:
-        os.dup2(fd, target)
-    os.close(fd)
-
-
-def _process_state() -> tuple[object, ...]:
-    """What a run can leave behind that would reach a later run: threads of its own, a timer
-    (SIGALRM), signal handlers. Changed after a run, the server runs nothing more."""
-    threads = sorted(
-        t.name
-        for t in threading.enumerate()
-        if t is not threading.main_thread() and not t.name.startswith("runsense-")
-    )
-    handlers = []
-    for signum in sorted(signal.valid_signals()):
-        with contextlib.suppress(OSError, ValueError, RuntimeError):
-            handlers.append((signum, signal.getsignal(signum)))
-    return (tuple(threads), signal.getitimer(signal.ITIMER_REAL), tuple(handlers))
-
-
-def _pipes_intact(*fds: int) -> bool:
-    """The pipes to the parent are still what they were (a run may close or replace fds)."""
-    try:
-        return all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds)
-    except OSError:
-        return False
-
-
-def _flush_c_streams() -> None:
-    libc = tick_worker.libc()
-    if libc:
-        with contextlib.suppress(Exception):
-            libc.fflush(None)
+        process.flush_c_streams()  # what C code buffered belongs to this run's log, not the next
+        process.to_null(1, 2)
 
 
 def _to_run_log(home: Path, run_id: str, line: str) -> None:
@@ -313,58 +367,3 @@ def _exit(code: int) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
-
-
-def _drop_inherited_sockets() -> None:
-    """Let go of the parent's sockets (its database sessions above all), which a fork copies.
-    A copy keeps the session open after the parent dies: a daemon killed inside a write
-    transaction would hold PostgreSQL's write lock for as long as this process lives (tested).
-    Each is replaced by /dev/null rather than closed, so its number is never reused by a
-    connection of this process that the parent's connection object, if ever finalized here,
-    would then close."""
-    directory = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        for name in os.listdir(directory):
-            fd = int(name)
-            with contextlib.suppress(OSError):
-                if fd != null and stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    os.dup2(null, fd, inheritable=False)
-    finally:
-        os.close(null)
-
-
-def _default_signals() -> None:
-    """A fresh interpreter's handlers, not the daemon's (which only set its stop flag)."""
-    with contextlib.suppress(ValueError, OSError):
-        signal.set_wakeup_fd(-1)
-    for signum in signal.valid_signals():
-        if signum in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        with contextlib.suppress(OSError, ValueError, RuntimeError):
-            handler = signal.getsignal(signum)
-            if callable(handler) and handler is not signal.default_int_handler:
-                signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-
-
-def _to_null(*fds: int) -> None:
-    _point(_high(os.open(os.devnull, os.O_RDWR)), *fds)
-
-
-def _standard_streams() -> None:
-    """0, 1 and 2 on /dev/null between runs, and Python's streams new on them: the parent's may
-    be a live view's proxy or a test's capture."""
-    _to_null(0, 1, 2)
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace"
-    )
-    sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False),
-        encoding="utf-8",
-        errors="backslashreplace",
-        line_buffering=True,
-    )
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr

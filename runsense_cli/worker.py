@@ -9,6 +9,7 @@ the run through `execute_run`, so a run is executed the same way whichever start
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from .storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from .definitions import Definitions
+    from .execution import AfterEnd
 
 USAGE = "usage: python -m runsense_cli _worker RUN_ID [--home DIR] --claim TOKEN"
 
@@ -66,6 +68,7 @@ class Outcome:
     # this process's; the server may run another (if the run left nothing else behind).
     reusable: bool
     final: RunRecord | None = None  # the run as this process last stored it
+    next: Any = None  # the run server's next claim, taken in the commit that ended this run
 
 
 def run_claimed(storage: Storage, run_id: str, token: str) -> int:
@@ -89,15 +92,29 @@ class _ClaimLost(Exception):
     """The claim no longer holds when the run is to start (it was cancelled or taken)."""
 
 
-def serve_warm(storage: Storage, claimed: RunRecord, token: str, project: LoadedProject) -> Outcome:
+def serve_warm(
+    storage: Storage,
+    claimed: RunRecord,
+    token: str,
+    project: LoadedProject,
+    *,
+    taken: bool = False,
+    started: bool = False,
+    origin: dict[str, Any] | None = None,
+    after_end: AfterEnd | None = None,
+) -> Outcome:
     """`run_claimed` for a process that has the project loaded: the job is taken first and
     the claim confirmed in the commit that starts the run (one write fewer per run, which on
     PostgreSQL all wait their turn for the same lock). A run of another project is executed
-    too, but then this process runs nothing more: that project stays imported in it."""
+    too, but then this process runs nothing more: that project stays imported in it.
+
+    `taken`: the server claimed `claimed` itself (registered already; STARTED too if
+    `started`), with its `origin`. `after_end` runs in the commit that ends a run of the loaded
+    project (see `execute_run`); what it returned is the outcome's `next`."""
     try:
-        job, ours = _load_job(storage, claimed.run_id, claimed.job_name, project)
+        job, ours = _load_job(storage, claimed.run_id, claimed.job_name, project, origin)
     except BaseException as exc:
-        run = storage.register_worker(claimed.run_id, token, str(current()))
+        run = claimed if taken else storage.register_worker(claimed.run_id, token, str(current()))
         if run is None:
             _end_if_canceled(storage, claimed.run_id)
             return Outcome(0, reusable=True)
@@ -115,18 +132,28 @@ def serve_warm(storage: Storage, claimed: RunRecord, token: str, project: Loaded
     stamp_output()
     try:
         with cancel_on_sigterm():
-            result = execute_run(storage, job, registered)
+            result = execute_run(
+                storage,
+                job,
+                claimed if taken else registered,
+                started=started,
+                after_end=after_end if ours else None,
+            )
     except _ClaimLost:
         _end_if_canceled(storage, claimed.run_id)
         return Outcome(0, reusable=ours)
     except KeyboardInterrupt:
         return Outcome(1, reusable=False)  # cancelled: execute_run has stored the run CANCELED
+    following = result.after_end
     # SUCCESS or FAILURE may also be written over a cancel request (CANCELING): then a signal
-    # for this run may still be on its way, and this process must run nothing more.
-    ended = result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE) and (
-        storage.status_event_for_run(claimed.run_id, EventType.RUN_CANCELING) is None
+    # for this run may still be on its way, and this process must run nothing more. (A next
+    # run was taken only if there was none.)
+    ended = following is not None or (
+        result.run.status in (RunStatus.SUCCESS, RunStatus.FAILURE)
+        and storage.status_event_for_run(claimed.run_id, EventType.RUN_CANCELING) is None
     )
-    return Outcome(0 if result.success else 1, reusable=ended and ours, final=result.run)
+    code = 0 if result.success else 1
+    return Outcome(code, reusable=ended and ours, final=result.run, next=following)
 
 
 def _failed_to_load(storage: Storage, run: RunRecord, exc: BaseException) -> Outcome:
@@ -171,15 +198,32 @@ def _end_if_canceled(storage: Storage, run_id: str) -> None:
 
 
 def _load_job(
-    storage: Storage, run_id: str, job_name: str, project: LoadedProject | None
+    storage: Storage,
+    run_id: str,
+    job_name: str,
+    project: LoadedProject | None,
+    origin: dict[str, Any] | None = None,
 ) -> tuple[Any, bool]:
-    """The run's job, and whether it came from `project` (not imported here for this run)."""
+    """The run's job, and whether it came from `project` (not imported here for this run);
+    `origin`: the run's, if read already."""
     from .project import ProjectRef, load_project
 
-    origin = storage.run_origin(run_id)
+    origin = origin or storage.run_origin(run_id)
     if origin is None:
         raise RunsenseError(f"run {run_id} does not record which project it belongs to")
     os.chdir(origin["directory"])
     if project is not None and project.holds(origin):
         return project.definitions.get_job(job_name), True
     return load_project(ProjectRef.from_origin(origin)).get_job(job_name), False
+
+
+def death_reason(pid: int | None, code: int) -> str:
+    """Why a worker that exited with `code` (negative: killed by that signal) ended its run."""
+    who = f"Run worker (pid {pid})" if pid else "Run worker"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{who} was killed by {name} before the run finished."
+    return f"{who} exited with code {code} before the run finished."

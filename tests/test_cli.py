@@ -468,7 +468,7 @@ def test_tick_waits_for_every_requested_run_beyond_the_ids_a_tick_keeps(proj, mo
     from runsense_cli.launcher import RunLauncher
     from runsense_cli.runs import RunStatus
 
-    def spawn(self, claimed: Any, token: str) -> FinishedWorker:
+    def spawn(self, claimed: Any, token: str, take: Any) -> FinishedWorker:
         run = self.storage.register_worker(claimed.run_id, token, str(ProcessId.of()))
         self.storage.set_run_status(run, RunStatus.SUCCESS)
         return FinishedWorker()

@@ -38,7 +38,7 @@ class InstantLauncher(RunLauncher):
     spawned = 0
     die_every = 7
 
-    def _spawn(self, run: Any, token: str) -> Any:
+    def _spawn(self, run: Any, token: str, take: Any) -> Any:
         self.spawned += 1
         if self.die_every and self.spawned % self.die_every == 0:
             return FinishedWorker(-9)  # killed: the run stays in progress until judged dead
@@ -59,6 +59,7 @@ def per_run_sizes(launcher: RunLauncher) -> dict[str, int]:
 def daemon_pass(launcher: RunLauncher) -> None:
     launcher.fail_dead_runs()
     launcher.take_ended()
+    launcher.take_taken()
     launcher.launch_queued()
     launcher.launch_queued()  # after the ticks, as the daemon does
 

@@ -231,7 +231,7 @@ def test_a_reused_pid_does_not_keep_a_dead_worker_alive():
 
 def test_a_worker_that_dies_before_confirming_its_claim_fails_its_run_once(home):
     class CrashingLauncher(RunLauncher):
-        def _spawn(self, run: object, token: str) -> subprocess.Popen[bytes]:
+        def _spawn(self, run: object, token: str, take: object) -> subprocess.Popen[bytes]:
             return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
 
     with open_storage(home) as storage:

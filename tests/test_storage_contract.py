@@ -214,6 +214,59 @@ def test_claiming_only_some_runs_leaves_the_others(db):
     assert run.run_id == wanted.run_id and db.get_run(older.run_id).status == RunStatus.QUEUED
 
 
+def test_a_run_server_takes_the_oldest_queued_run_registered_to_it(db, other):
+    """`claim_next_run`: the oldest QUEUED run becomes STARTING for the launcher, already
+    registered to the server (no second registration), with its origin and its event."""
+    ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
+    newer = db.create_run("job", "loc", status=RunStatus.QUEUED, origin={"module": "m"})
+    older = db.create_run("job", "loc", status=RunStatus.QUEUED, now=1.0)
+    node = ProcessId.of().node
+    taken, origin = db.claim_next_run("daemon/1/1", ME, node, 4, ended.run_id)
+    assert (taken.run_id, taken.status, taken.worker) == (older.run_id, RunStatus.STARTING, ME)
+    assert taken.launcher == "daemon/1/1" and origin is None
+    assert other.register_worker(older.run_id, "", "other/2/2") is None
+    types = [e.event_type for e in db.events_for_run(older.run_id)]
+    assert types == [EventType.RUN_ENQUEUED, EventType.RUN_STARTING]
+    taken, origin = db.claim_next_run("daemon/1/1", ME, node, 4, ended.run_id)
+    assert taken.run_id == newer.run_id and origin == {"module": "m"}
+    assert db.claim_next_run("daemon/1/1", ME, node, 4, ended.run_id) is None  # none queued
+
+
+def test_a_run_server_takes_nothing_on_a_full_node_or_after_a_cancel_request(db):
+    """No run for a server whose node already has `limit` runs in progress (whoever started
+    them), nor for one whose run was ever asked to cancel (its signal may still come)."""
+    node = ProcessId.of().node
+    ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
+    busy = [started_run(db) for _ in range(2)]
+    queued = db.create_run("job", "loc", status=RunStatus.QUEUED)
+    assert db.claim_next_run("daemon/1/1", ME, node, 2, ended.run_id) is None
+    canceled = db.set_run_status(busy[0], RunStatus.CANCELING)
+    ended_anyway = db.set_run_status(canceled, RunStatus.SUCCESS)
+    assert ended_anyway is not None  # a run may still succeed over a cancel request
+    assert db.claim_next_run("daemon/1/1", ME, node, 4, ended_anyway.run_id) is None
+    assert db.get_run(queued.run_id).status == RunStatus.QUEUED
+    taken, _ = db.claim_next_run("elsewhere/1/1", "elsewhere/1/1", "elsewhere", 2, ended.run_id)
+    assert taken.run_id == queued.run_id  # that node has room
+
+
+def test_two_servers_taking_at_once_get_disjoint_runs(db, other):
+    """Guarantee 3 for runs servers take themselves: no run is taken twice."""
+    queued = {db.create_run("job", "loc", status=RunStatus.QUEUED).run_id for _ in range(30)}
+    ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
+    taken: dict[str, list[str]] = {"a": [], "b": []}
+
+    def take(name, storage):
+        while found := storage.claim_next_run(f"{name}/1/1", f"{name}/1/1", name, 99, ended.run_id):
+            taken[name].append(found[0].run_id)
+
+    threads = [threading.Thread(target=take, args=pair) for pair in (("a", db), ("b", other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken["a"] + taken["b"]) == sorted(queued)
+
+
 # -- leases, pages and commands --------------------------------------------------------------
 
 
@@ -445,6 +498,29 @@ def test_wait_for_change_wakes_on_another_connections_commit(db, other):
     other.create_run("job", "loc", status=RunStatus.QUEUED)
     waiter.join()
     assert woke["changed"] is True and woke["after"] < 1.0
+
+
+def test_wake_ups_name_the_events_they_bring(db, other, backend):
+    """`take_changes`: what the wake-ups said was committed since the last call, so a daemon
+    can tell that none of it concerns its sensors: each event's (type, location, job) on
+    PostgreSQL; a command names nothing (None: anything may have changed), and SQLite's wake-ups
+    never say (None)."""
+    postgres = backend.startswith("postgres")
+    db.wait_for_change(0.05)  # listening from here on
+    while db.wait_for_change(0.05):
+        pass
+    db.take_changes()
+    run = other.create_run("job_a", "loc_a", status=RunStatus.STARTING, worker=ME)
+    other.set_run_status(run, RunStatus.STARTED)
+    assert db.wait_for_change(5) is True
+    while db.wait_for_change(0.2):
+        pass
+    expected = {("RUN_STARTING", "loc_a", "job_a"), ("RUN_START", "loc_a", "job_a")}
+    assert db.take_changes() == (expected if postgres else None)
+    assert db.take_changes() == (frozenset() if postgres else None)  # taken: nothing since
+    sensor(other)  # a command
+    assert db.wait_for_change(5) is True
+    assert db.take_changes() is None
 
 
 # -- schema and moving a database ------------------------------------------------------------

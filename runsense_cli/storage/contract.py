@@ -18,7 +18,8 @@ The guarantees that cut across methods:
 7. `wait_for_change` wakes as soon as another process commits a status event, a queued run or a
    command.
 
-The alerts half (incidents, overdue marks, sensor values) is in `contract_alerts`.
+The alerts half (incidents, overdue marks, sensor values) is in `contract_alerts`, the launching
+half (claims, workers, heartbeats) in `contract_launches`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 from ..records import Reaction, SensorState, SensorStatus, Tick
 from ..runs import ErrorInfo, EventType, RunEvent, RunRecord, RunStatus
 from .contract_alerts import AlertsContract
+from .contract_launches import LaunchesContract
 from .shapes import (
     DaemonRecord,
     NewRun,
@@ -43,7 +45,7 @@ from .shapes import (
 T = TypeVar("T")
 
 
-class Storage(AlertsContract):
+class Storage(LaunchesContract, AlertsContract):
     """One connection to runsense's database. Not thread-safe: one per thread."""
 
     #: "sqlite" or "postgresql"
@@ -105,6 +107,13 @@ class Storage(AlertsContract):
         ended or wrote), or until `timeout` seconds pass (False). Best effort: callers keep a
         timed pass."""
 
+    def take_changes(self) -> frozenset[tuple[str, str, str]] | None:
+        """What the wake-ups heard since the last call said was committed: the (event type,
+        location, job) of every event, so a daemon can tell that none concerns its sensors.
+        None when unknown (a command, a big page, missed wake-ups, or a backend that does not
+        say): anything may have changed."""
+        return None
+
     # -- runs --------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -147,34 +156,6 @@ class Storage(AlertsContract):
         parent = the failed run); a final FAILURE opens or extends its job's incident, a SUCCESS
         resolves an open one; the incident as of this event is kept for `incident_at_event`.
         So a retry is queued exactly once and every reader sees the same incident story."""
-
-    @abc.abstractmethod
-    def claim_queued_runs(
-        self,
-        launcher: str,
-        limit: int,
-        run_ids: Iterable[str] | None = None,
-        workers: Sequence[str] = (),
-    ) -> list[tuple[RunRecord, str]]:
-        """Move up to `limit` QUEUED runs (oldest first, or only `run_ids`) to STARTING for
-        `launcher`, each with a fresh claim token; two launchers never get the same run. The
-        i-th run claimed is recorded as `workers[i]`'s, when given (a process that runs
-        already), in the same commit: as `record_worker` would, one write less."""
-
-    @abc.abstractmethod
-    def record_worker(self, run_id: str, claim_token: str, worker: str) -> bool:
-        """The launcher names the process it started for its claim (before that process runs
-        anything), so the run is judged by that process's life, not the launcher's."""
-
-    @abc.abstractmethod
-    def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
-        """A worker confirms its launcher's claim before executing anything, once: None when
-        the run is no longer STARTING under that token (cancelled, or another process took it),
-        or the launcher recorded another process for it."""
-
-    @abc.abstractmethod
-    def heartbeat_runs(self, run_ids: Sequence[str]) -> None:
-        """Mark these runs' workers alive now (database clock)."""
 
     @abc.abstractmethod
     def append_event(

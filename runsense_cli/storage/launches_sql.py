@@ -3,15 +3,16 @@ move is made of (the run's row, the event)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..identity import pid_of
-from ..runs import ErrorInfo, EventType, RunRecord, RunStatus
+from ..runs import IN_PROGRESS_STATUSES, ErrorInfo, EventType, RunRecord, RunStatus
 from .alerts_sql import AlertsSql
-from .rows import RUN_COLUMNS, run_from_row, status_message
+from .rows import RUN_COLUMNS, RUN_EVENTS, run_from_row, status_message
 
 _CHUNK = 500  # ids per IN (...) list: well under both backends' parameter limits
 
@@ -25,6 +26,38 @@ class LaunchesSql(AlertsSql):
         if self._execute(sql, params).rowcount != 1:
             return None
         return self.get_run(run_id)
+
+    def _move_run(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        run: RunRecord,
+        event_type: EventType,
+        message: str,
+        now: float,
+        error: ErrorInfo | None = None,
+    ) -> tuple[RunRecord | None, int | None]:
+        """An UPDATE of `run` and, if it matched, its status event: the run as updated and the
+        event's id (None, None: it matched nothing). Where UPDATE ... RETURNING is there
+        (PostgreSQL) both are one statement: every round trip inside a write transaction is
+        time all other writers wait."""
+        if not self.update_returning:
+            moved = self._update_run(sql, params, run.run_id)
+            if moved is None:
+                return None, None
+            return moved, self._insert_event(run, event_type, message, now, error=error)
+        row = self._execute(
+            f"WITH moved AS ({sql} RETURNING {RUN_COLUMNS}), logged AS (INSERT INTO events"
+            " (run_id, event_type, timestamp, message, error, job_name, location, run_created_at)"
+            " SELECT run_id, CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT),"
+            " CAST(? AS TEXT), job_name, location, created_at FROM moved RETURNING id)"
+            f" SELECT {RUN_COLUMNS}, (SELECT id FROM logged) FROM moved",
+            (*params, event_type.value, now, message, error.to_json() if error else None),
+        ).fetchone()
+        if row is None:
+            return None, None
+        self._note_event(event_type.value, run.location, run.job_name)
+        return run_from_row(row[:-1]), int(row[-1])
 
     def claim_queued_runs(
         self,
@@ -74,7 +107,7 @@ class LaunchesSql(AlertsSql):
             for run in candidates():
                 token = uuid.uuid4().hex
                 worker = workers[len(claimed)] if len(claimed) < len(workers) else None
-                moved = self._update_run(
+                moved, _ = self._move_run(
                     "UPDATE runs SET status = ?, launcher = ?, claim_token = ?, worker = ?,"
                     f" worker_pid = ?, heartbeat_at = {beat} WHERE run_id = ? AND status = ?",
                     (
@@ -87,17 +120,73 @@ class LaunchesSql(AlertsSql):
                         run.run_id,
                         RunStatus.QUEUED.value,
                     ),
-                    run.run_id,
+                    run,
+                    EventType.RUN_STARTING,
+                    status_message(run, RunStatus.STARTING),
+                    now,
                 )
                 if moved is not None:
-                    self._insert_event(
-                        run,
-                        EventType.RUN_STARTING,
-                        status_message(run, RunStatus.STARTING),
-                        now,
-                    )
                     claimed.append((moved, token))
             return claimed
+
+        return self._write(body, wake=True)
+
+    def claim_next_run(
+        self, launcher: str, worker: str, node: str, limit: int, after_run_id: str
+    ) -> tuple[RunRecord, dict[str, Any] | None] | None:
+        in_progress = [status.value for status in IN_PROGRESS_STATUSES]
+        marks = ", ".join("?" * len(in_progress))
+        # Both conditions are constant subqueries, evaluated once; the run row found is locked
+        # (skipped when another claim holds it). A node's share counts a run by its worker, or
+        # by its launcher before a worker took it, as `launcher.launch_queued` does.
+        holder = "coalesce(worker, launcher)"
+        sql = (
+            f"SELECT {RUN_COLUMNS}, origin FROM runs WHERE status = ?"
+            f" AND NOT EXISTS (SELECT 1 FROM events WHERE {RUN_EVENTS} AND event_type = ?)"
+            f" AND (SELECT count(*) FROM runs WHERE status IN ({marks}) AND ({holder} IS NULL"
+            f" OR substr({holder}, 1, ?) = ?)) < ?"
+            f" ORDER BY created_at, {self.run_order} LIMIT 1{self.skip_locked}"
+        )
+
+        def body() -> tuple[RunRecord, dict[str, Any] | None] | None:
+            row = self._execute(
+                sql,
+                (
+                    RunStatus.QUEUED.value,
+                    after_run_id,
+                    after_run_id,
+                    EventType.RUN_CANCELING.value,
+                    *in_progress,
+                    len(node) + 1,
+                    f"{node}/",
+                    limit,
+                ),
+            ).fetchone()
+            if row is None:
+                return None
+            run = run_from_row(row[:-1])
+            beat, beat_params = self._now_sql()
+            moved, _ = self._move_run(
+                "UPDATE runs SET status = ?, launcher = ?, claim_token = ?, worker = ?,"
+                f" worker_pid = ?, heartbeat_at = {beat} WHERE run_id = ? AND status = ?",
+                (
+                    RunStatus.STARTING.value,
+                    launcher,
+                    f"{uuid.uuid4().hex}:registered",  # as register_worker leaves it
+                    worker,
+                    pid_of(worker),
+                    *beat_params,
+                    run.run_id,
+                    RunStatus.QUEUED.value,
+                ),
+                run,
+                EventType.RUN_STARTING,
+                status_message(run, RunStatus.STARTING),
+                time.time(),
+            )
+            if moved is None:
+                return None
+            return moved, json.loads(row[-1]) if row[-1] else None
 
         return self._write(body, wake=True)
 
@@ -161,6 +250,7 @@ class LaunchesSql(AlertsSql):
         level: str | None = None,
         error: ErrorInfo | None = None,
     ) -> int:
+        self._note_event(event_type.value, run.location, run.job_name)
         return self._insert_id(
             "INSERT INTO events (run_id, event_type, timestamp, message, step_key, level, error,"
             " job_name, location, run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

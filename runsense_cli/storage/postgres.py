@@ -37,10 +37,10 @@ WRITE_LOCK = 0x72756E73656E7365  # "runsense": serializes every write transactio
 MIGRATE_LOCK = WRITE_LOCK + 1
 CHANNEL = "runsense"
 CONNECT_TIMEOUT_S = 5
+HEARD_KEPT = 1000  # events named by wake-ups kept for `take_changes`; beyond: "anything"
 DB_NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, in seconds
 # A write transaction's first and last round trips: constants, so each is one simple query.
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-_NOTIFY_AND_COMMIT = f"SELECT pg_notify('{CHANNEL}', ''); COMMIT"
 
 
 def _driver() -> Any:
@@ -82,6 +82,7 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         self.on_outage = on_outage or _stderr_line
         self._sql_cache: dict[str, str] = {}
         self._listen: Any = None
+        self._heard: set[tuple[str, str, str]] | None = set()  # see `take_changes`
         self._secret = url_password(url)
         self._raw_secret = url_password(url, decoded=False)
 
@@ -273,8 +274,14 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def _commit(self, notify: bool = False) -> None:
+        script = "COMMIT"
+        if notify:
+            # The wake-up names the transaction's events (`take_changes`), as a literal: with
+            # no parameters the notification and COMMIT still go in one round trip.
+            payload = _driver().sql.Literal(self._named_changes()).as_string(self.conn)
+            script = f"SELECT pg_notify('{CHANNEL}', {payload}); COMMIT"
         try:
-            self._script(_NOTIFY_AND_COMMIT if notify else "COMMIT")
+            self._script(script)
         except _ConnectionLost:
             # The server may have committed before the answer was lost: running the work again
             # could do it twice, so the caller is told instead (the next call reconnects).
@@ -329,28 +336,48 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
             if self._listen is None:
                 self._listen = self._connect_once()
                 self._listen.execute(f"LISTEN {CHANNEL}")
-            if also:
-                # Notifications already read into the driver's buffer first; then wait on the
-                # LISTEN socket and the caller's descriptors at once, and read what came.
-                for _ in self._listen.notifies(timeout=0, stop_after=1):
-                    return True
-                sock = self._listen.fileno()
-                ready = readable([sock, *also], timeout)
-                if not ready:
-                    return False
-                if sock not in ready:
-                    return True
-                timeout = 0.0
-            for _ in self._listen.notifies(timeout=max(0.0, timeout), stop_after=1):
+                self._heard = None  # what came while nobody listened is unknown
+            # What the driver has read already, then wait on the LISTEN socket and the caller's
+            # descriptors at once, and read everything that came (each names its events).
+            if self._hear():
                 return True
-            return bool(also)
+            sock = self._listen.fileno()
+            ready = readable([sock, *also], timeout)
+            if sock in ready:
+                self._hear()
+            return bool(ready)
         except Exception:
             # LISTEN is best effort (lost while disconnected): fall back to the timed pass.
             if self._listen is not None:
                 with contextlib.suppress(Exception):
                     self._listen.close()
             self._listen = None
+            self._heard = None
             return wait_readable(also, min(timeout, 1.0))
+
+    def _hear(self) -> bool:
+        """Read the notifications waiting (never blocks); whether there were any."""
+        heard = False
+        for notify in self._listen.notifies(timeout=0):
+            heard = True
+            if self._heard is None:
+                continue
+            if notify.payload in ("", "*"):
+                self._heard = None
+                continue
+            for line in notify.payload.split("\n"):
+                parts = line.split("\t")
+                if len(parts) != 3:
+                    self._heard = None
+                    break
+                self._heard.add((parts[0], parts[1], parts[2]))
+            if self._heard is not None and len(self._heard) > HEARD_KEPT:
+                self._heard = None  # nobody takes them (`sensor tick` waiting for its runs)
+        return heard
+
+    def take_changes(self) -> frozenset[tuple[str, str, str]] | None:
+        heard, self._heard = self._heard, set()
+        return None if heard is None else frozenset(heard)
 
     # -- moving a whole database -------------------------------------------------------------
 

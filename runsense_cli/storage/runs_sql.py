@@ -132,16 +132,17 @@ class RunsSql(LaunchesSql):
                 updates["end_time"] = moment
             assignments = ", ".join(f"{column} = ?" for column in updates)
             marks = ", ".join("?" * len(allowed))
-            moved_run = self._update_run(
+            moved_run, event_id = self._move_run(
                 f"UPDATE runs SET {assignments} WHERE run_id = ? AND status IN ({marks})",
                 (*updates.values(), run.run_id, *allowed),
-                run.run_id,
+                run,
+                STATUS_EVENT_TYPES[status],
+                text,
+                moment,
+                error,
             )
-            if moved_run is None:
+            if moved_run is None or event_id is None:
                 return None
-            event_id = self._insert_event(
-                run, STATUS_EVENT_TYPES[status], text, moment, error=error
-            )
             if status in FINISHED_STATUSES:
                 moved_run = self._after_terminal_status(moved_run, event_id, moment)
             return moved_run

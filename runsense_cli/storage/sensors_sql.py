@@ -245,6 +245,8 @@ class SensorsSql(ReactionsSql):
                 " run_ids = excluded.run_ids, finished_at = excluded.finished_at",
                 reaction_rows,
             )
+            for w in write_backs:
+                self._note_event(EventType.SENSOR_REACTION.value, w.location, w.job_name)
             self._executemany(
                 "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
                 " run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -319,6 +321,8 @@ class SensorsSql(ReactionsSql):
                 for r in new_runs
             ],
         )
+        for r in new_runs:
+            self._note_event(EventType.RUN_ENQUEUED.value, r.location, r.job_name)
         self._executemany(
             "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
             " run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

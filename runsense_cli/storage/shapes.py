@@ -25,6 +25,14 @@ class SensorScope:
     all_locations: bool = False
     locations: frozenset[str] = frozenset()
 
+    def covers(self, location: str, job_name: str) -> bool:
+        """Whether a run of `job_name` in `location` is watched (as `SqlBase._scope_sql`)."""
+        if self.all_locations:
+            return True
+        if self.jobs is None and not self.locations:
+            return location == self.location
+        return (location, job_name) in (self.jobs or ()) or location in self.locations
+
 
 @dataclass(frozen=True)
 class NewRun:

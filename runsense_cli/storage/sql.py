@@ -21,6 +21,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION, STORAGE_TABLES, Dialect, stateme
 from .shapes import DaemonRecord, SensorScope
 
 T = TypeVar("T")
+CHANGES_NAMED = 50  # a transaction with more distinct events wakes everyone for anything
 
 
 class SqlBase(Storage):
@@ -40,6 +41,9 @@ class SqlBase(Storage):
         self.conn = conn
         self._depth = 0
         self._wake = False
+        # The events the write transaction in progress inserted, for its wake-up to name (see
+        # `take_changes`); None: too many, or written where they are not noted.
+        self._changes: set[tuple[str, str, str]] | None = set()
 
     # -- driver hooks ------------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class SqlBase(Storage):
         def attempt() -> T:
             self._depth = 1
             self._wake = wake
+            self._changes = set()
             try:
                 # Inside the try: a BEGIN or lock statement that fails (a lock_timeout, a
                 # cancelled statement) must still roll back, or the connection stays unusable.
@@ -115,6 +120,22 @@ class SqlBase(Storage):
             return result
 
         return self._retrying(attempt, write=True)
+
+    def _note_event(self, event_type: str, location: str, job_name: str) -> None:
+        """An event this write transaction inserts, for its wake-up to name."""
+        if self._changes is not None:
+            self._changes.add((event_type, location, job_name))
+            if len(self._changes) > CHANGES_NAMED:
+                self._changes = None
+
+    def _named_changes(self) -> str:
+        """The committing transaction's events as a wake-up's text: one `type TAB location TAB
+        job` line each, or "*" (anything may have changed: a command, or too many to name)."""
+        if not self._changes or any(
+            "\t" in part or "\n" in part for change in self._changes for part in change
+        ):
+            return "*"
+        return "\n".join("\t".join(change) for change in sorted(self._changes))
 
     def atomic(self, fn: Callable[[], T]) -> T:
         return self._write(fn)
@@ -141,6 +162,7 @@ class SqlBase(Storage):
                 self._depth -= 1
             return
         self._depth = 1
+        self._changes = set()
         try:
             self._begin_write()
             yield

@@ -1,0 +1,148 @@
+"""A daemon's run servers take their next queued run themselves, in the commit that ends the run
+before (SPEC §10 claims, issue 9's throughput): through real daemons and run servers, on both
+backends. Runs keep flowing while their daemon is busy; a stopping daemon's servers take none."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from runsense_cli.runs import RunStatus
+from runsense_cli.storage import open_storage
+from tests.processes import (
+    cli,
+    kill_workers_in_progress,
+    pid_running,
+    start_daemon,
+    stop,
+    wait_for_log,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+PROJECT = """
+import os, time
+from runsense_cli import Definitions, job, op
+
+@op
+def quick():
+    print(f"pid={os.getpid()}")
+
+@job
+def quick_job():
+    quick()
+
+@op
+def slow():
+    time.sleep(1.5)
+
+@job
+def slow_job():
+    slow()
+
+defs = Definitions(jobs=[quick_job, slow_job])
+"""
+
+
+@pytest.fixture
+def proj(project, home: Path):
+    yield project(PROJECT, "takedefs")
+    kill_workers_in_progress(home)
+
+
+@pytest.fixture
+def url(backend: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The database every process of the test uses (the `backend` fixture's URL)."""
+    monkeypatch.setenv("RUNSENSE_DATABASE_URL", backend)
+    return backend
+
+
+def queue(home: Path, proj: Path, job: str) -> str:
+    done = cli(home, proj, "run", job, "--queue")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def runs_of(url: str, run_ids: list[str]) -> list:
+    with open_storage(url=url) as storage:
+        return [storage.get_run(run_id) for run_id in run_ids]
+
+
+def all_finished(url: str, run_ids: list[str]) -> list:
+    """The runs once every one has finished (for `wait_until`), else an empty list."""
+    runs = runs_of(url, run_ids)
+    return runs if all(run.is_finished for run in runs) else []
+
+
+def test_servers_keep_taking_queued_runs_while_their_daemon_is_paused(home, proj, url, tmp_path):
+    """Given a daemon with one slot running a slow run and four more queued, when the daemon is
+    paused (SIGSTOP: a long pass, a swapped-out machine), then its run server still runs all
+    four, one after another in the same process; once resumed, the daemon logs each of them as
+    launched, after the run before it ended."""
+    log = tmp_path / "daemon.log"
+    process = start_daemon(home, proj, log, "--interval", "0.1", "--max-concurrent-runs", "1")
+    try:
+        wait_for_log(log, "daemon started")
+        first = queue(home, proj, "slow_job")
+        rest = [queue(home, proj, "quick_job") for _ in range(4)]
+        wait_until(lambda: runs_of(url, [first])[0].status == RunStatus.STARTED, 20)
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            done = wait_until(
+                lambda: all_finished(url, rest), 20, what="the runs finished, daemon paused"
+            )
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert [run.status for run in done] == [RunStatus.SUCCESS] * 4
+        [started] = runs_of(url, [first])
+        assert {run.worker_pid for run in done} == {started.worker_pid}
+        assert {run.launcher for run in done} == {started.launcher}  # the daemon's, as claims
+        for before, run_id in zip([first, *rest[:-1]], rest, strict=True):
+            wait_for_log(log, f"run {run_id} launched")
+            text = log.read_text()
+            assert text.index(f"run {before} SUCCESS") < text.index(f"run {run_id} launched")
+    finally:
+        stop(process)
+
+
+def test_a_stopping_daemon_s_servers_take_no_more_runs(home, proj, url, tmp_path):
+    """Given a daemon with one slot running a slow run and more queued, when the daemon is
+    stopped, then its server finishes the run it has and ends: the queued runs stay QUEUED for
+    the next daemon, not taken by a process nobody watches any more."""
+    log = tmp_path / "daemon.log"
+    process = start_daemon(home, proj, log, "--interval", "0.1", "--max-concurrent-runs", "1")
+    try:
+        wait_for_log(log, "daemon started")
+        first = queue(home, proj, "slow_job")
+        rest = [queue(home, proj, "quick_job") for _ in range(2)]
+        wait_until(lambda: runs_of(url, [first])[0].status == RunStatus.STARTED, 20)
+        server = runs_of(url, [first])[0].worker_pid
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        wait_until(lambda: runs_of(url, [first])[0].is_finished, 20, what="the slow run's end")
+        wait_until(lambda: not pid_running(server), 20, what="the run server gone")
+        assert runs_of(url, [first])[0].status == RunStatus.SUCCESS
+        assert [run.status for run in runs_of(url, rest)] == [RunStatus.QUEUED] * 2
+    finally:
+        stop(process)
+
+
+def test_a_server_takes_runs_until_runs_per_worker(home, proj, url, tmp_path):
+    """Given `--runs-per-worker 2` and six quick runs queued at once, then each server process
+    runs exactly two of them (taking the second itself), and all six succeed."""
+    run_ids = [queue(home, proj, "quick_job") for _ in range(6)]
+    log = tmp_path / "daemon.log"
+    process = start_daemon(
+        home, proj, log, "--interval", "0.1", "--max-concurrent-runs", "1", "--runs-per-worker", "2"
+    )
+    try:
+        done = wait_until(lambda: all_finished(url, run_ids), 30)
+    finally:
+        stop(process)
+    assert [run.status for run in done] == [RunStatus.SUCCESS] * 6
+    pids = [run.worker_pid for run in done]
+    assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2, 2]
