@@ -29,8 +29,9 @@ from .identity import current
 from .launcher import DeadRun, RunLauncher
 from .overdue import mark_overdue_runs
 from .reload import CodeWatcher, reload_definitions
-from .runs import RunRecord
+from .runs import EventType, RunRecord
 from .storage import PruneResult
+from .storage.wake import readable
 from .tick_process import TickEnd, TickSupervisor
 from .worker import LoadedProject
 
@@ -122,6 +123,8 @@ class Daemon:
         self._signalled: dict[str, int] = {}  # cancel.enforce_cancels' memory
         self._newest_seen = -1  # the newest event id the last sensor check saw
         self._running: set[str] | None = None  # the sensors running at the last check
+        # Events named by wake-ups not yet looked at by a pass (None: unknown, look at all).
+        self._changes: frozenset[tuple[str, str, str]] | None = None
         self.ticks = TickSupervisor()
         # A daemon launches for as long as it lives: its run servers may take their next runs.
         launcher.servers_take_runs = True
@@ -174,19 +177,11 @@ class Daemon:
             except RunsenseError as exc:
                 self.reporter.error(str(exc))
             self.reporter.idle()
-            remaining = self.interval - (time.monotonic() - last_full)
-            deadline = self.ticks.next_deadline()
-            if deadline is not None:
-                remaining = min(remaining, deadline + 0.01)
-            if remaining > 0 and not self.stop_requested.is_set():
-                try:
-                    # A worker's or a tick's end wakes the loop as a status event does: its
-                    # slot is refilled in the pass that follows at once.
-                    also = [*self.ticks.fds(), *self.launcher.fds()]
-                    storage.wait_for_change(remaining, also=also)
-                except RunsenseError as exc:
-                    self.reporter.error(str(exc))
-                    self.stop_requested.wait(remaining)
+            try:
+                self._wait_for_work(last_full + self.interval)
+            except RunsenseError as exc:
+                self.reporter.error(str(exc))
+                self.stop_requested.wait(max(0.0, last_full + self.interval - time.monotonic()))
         self._report_ticks(self.ticks.stop(min(TICK_STOP_GRACE_S, self.stop_grace * 0.75)))
         self.launcher.close()  # run servers finish the runs they have, then end
         if self._deadline is not None:
@@ -194,6 +189,36 @@ class Daemon:
         with contextlib.suppress(RunsenseError):  # if it fails, its heartbeat ages out instead
             storage.remove_daemon(self.identity)
         self.reporter.stopping()
+
+    def _wait_for_work(self, full_at: float) -> None:
+        """Sleep until a pass has something to do, or the next full pass is due (`full_at`, on
+        the monotonic clock). A tick's or a worker's end is something to do (its slot is
+        refilled at once), and so is a wake-up naming an event a running sensor watches or a
+        queued run this daemon has room for; one naming only other jobs' runs is not: on a busy
+        database that is most of them."""
+        storage = self.evaluator.storage
+        while not self.stop_requested.is_set():
+            remaining = full_at - time.monotonic()
+            deadline = self.ticks.next_deadline()
+            if deadline is not None:
+                remaining = min(remaining, deadline + 0.01)
+            if remaining <= 0:
+                return
+            also = [*self.ticks.fds(), *self.launcher.fds()]
+            if not storage.wait_for_change(remaining, also=also) or readable(also, 0):
+                return
+            changes = storage.take_changes()
+            self._changes = (
+                None if changes is None or self._changes is None else (self._changes | changes)
+            )
+            if changes is None or self._may_concern(changes) or self._may_launch(changes):
+                return
+
+    def _may_launch(self, changes: frozenset[tuple[str, str, str]]) -> bool:
+        """A run was queued and this daemon may have room for it."""
+        queued = EventType.RUN_ENQUEUED.value
+        has_room = len(self.launcher.children) < self.launcher.max_concurrent_runs
+        return has_room and any(kind == queued for kind, _, _ in changes)
 
     def _heartbeat(self) -> None:
         """Say this daemon lives, for `status` and for other hosts (every third of a timeout)."""
@@ -250,7 +275,10 @@ class Daemon:
         from .cancel import enforce_cancels
 
         storage = self.evaluator.storage
-        changes = storage.take_changes()
+        changes, self._changes = self._changes, frozenset()  # heard while waiting, and since
+        if changes is not None:
+            since = storage.take_changes()
+            changes = None if since is None else changes | since
         ticks_ended = self._report_ticks()
         if full:
             for run in enforce_cancels(storage, self._signalled):

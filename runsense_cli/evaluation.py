@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .call_watch import DEFAULT_CALL_TIMEOUT_S, CallWatch
@@ -364,3 +364,19 @@ def _last_line(text: str) -> str:
 
 def _new_tick(name: str, status: TickStatus, started: float, cursor: int) -> Tick:
     return Tick(0, name, status, started, cursor_before=cursor, cursor_after=cursor)
+
+
+def requested_during(
+    storage: Storage, sensor: str, since: float, until: float, page: int = 500
+) -> Iterator[str]:
+    """Ids of the runs `sensor` requested in [since, until] (a tick holds the sensor's lease
+    throughout, so these are its tick's runs), oldest first, read a page at a time."""
+    after = (since, "")
+    while True:
+        runs = storage.runs_created_between(since, until, after, page)
+        for run in runs:
+            if run.tags.get("runsense/sensor") == sensor:
+                yield run.run_id
+        if len(runs) < page:
+            return
+        after = (runs[-1].created_at, runs[-1].run_id)

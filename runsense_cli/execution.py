@@ -146,16 +146,22 @@ def _start(
         record = run() if callable(run) else run
         return record, start_in_commit(storage, job, record)
 
-    return storage.atomic(start)
+    return storage.atomic(start, events_last=True)
 
 
 def start_in_commit(storage: Storage, job: ExecutableJob, run: RunRecord) -> RunRecord | None:
     """Move `run` to STARTED with its first step's STEP_START, inside the caller's transaction;
     the run as started, or None when another process moved it first."""
     started = storage.set_run_status(run, RunStatus.STARTED)
-    if started is not None and job.nodes:
-        _step_started(storage, started, job.nodes[0].name)
+    if started is not None:
+        first_step_started(storage, job, started)
     return started
+
+
+def first_step_started(storage: Storage, job: ExecutableJob, run: RunRecord) -> None:
+    """The STEP_START of a just-started run's first step, in the commit that started it."""
+    if job.nodes:
+        _step_started(storage, run, job.nodes[0].name)
 
 
 def _step_started(storage: Storage, run: RunRecord, step: str) -> None:
@@ -208,7 +214,7 @@ def _step_ended(
             return None, None
         return _ended(storage.set_run_status(run, RunStatus.SUCCESS), after_end)
 
-    return storage.atomic(end)
+    return storage.atomic(end, events_last=True)
 
 
 def _ended(run: RunRecord | None, after_end: AfterEnd | None) -> tuple[RunRecord | None, Any]:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +29,7 @@ from .identity import ProcessId, current, node_name, pid_alive
 from .run_output import log_path
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
-from .warm_worker import RunServer, TakeRule
+from .warm_worker import RunServer, TakeGate, TakeRule
 from .worker import LoadedProject, death_reason
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
@@ -93,6 +93,7 @@ class RunLauncher:
         # (`sensor tick`) hands each run out itself.
         self.servers_take_runs = False
         self._taken: list[str] = []  # runs its servers took since the last `take_taken`
+        self.gate = TakeGate()
         self._idle: list[RunServer] = []  # run servers waiting for a run, newest last
         self._ending: list[RunServer] = []  # retired or ended, not yet reaped
         # Every per-run structure below is bounded by the runs in progress, never by the runs
@@ -114,13 +115,11 @@ class RunLauncher:
     def launch_queued(self, run_ids: set[str] | None = None) -> list[str]:
         """Claim and start queued runs (oldest first, or only `run_ids`) while there is room."""
         self.reap()
-        node = node_name()
         if len(self.children) >= self.max_concurrent_runs:
             return []  # full, whatever else runs on this node: no need to look
         in_progress = self.storage.runs_with_status(IN_PROGRESS_STATUSES)
-        mine = sum(1 for run in in_progress if _node_of(run.worker or run.launcher) in (node, None))
+        room = self.max_concurrent_runs - self._on_this_node(in_progress)
         self._keep_codes_of(in_progress)
-        room = self.max_concurrent_runs - mine
         if room <= 0:
             return []
         # Idle run servers are named as their runs' workers in the claim itself; a run beyond
@@ -165,10 +164,20 @@ class RunLauncher:
                     child.settle()  # it holds its database locks from here on (no-op after)
         return started
 
+    def _on_this_node(self, in_progress: list[RunRecord]) -> int:
+        """The runs in progress on this node, whoever started them; its servers may take their
+        next runs while that is within `max_concurrent_runs` (each frees its slot as it takes)."""
+        node = node_name()
+        count = sum(
+            1 for run in in_progress if _node_of(run.worker or run.launcher) in (node, None)
+        )
+        self.gate.set(count <= self.max_concurrent_runs)
+        return count
+
     def _take_rule(self, run_ids: set[str] | None) -> TakeRule | None:
         if not self.servers_take_runs or run_ids is not None:
             return None
-        return TakeRule(self.identity, node_name(), self.max_concurrent_runs)
+        return TakeRule(self.identity)
 
     def _warm_project(self) -> LoadedProject | None:
         """The loaded project runs are served from, or None: each run gets a cold worker."""
@@ -194,7 +203,7 @@ class RunLauncher:
         project = self._warm_project()
         if project is not None:
             server = RunServer(
-                self.storage, self.home, project, self.database_url, self.runs_per_worker
+                self.storage, self.home, project, self.database_url, self.runs_per_worker, self.gate
             )
             try:
                 server.assign(run, token, take)
@@ -318,6 +327,7 @@ class RunLauncher:
         self.reap()
         dead: list[DeadRun] = []
         in_progress = self.storage.runs_with_status(IN_PROGRESS_STATUSES)
+        self._on_this_node(in_progress)
         if self.storage.connection_generation != self._generation:
             self._beats.clear()  # beats missed while the database was away prove nothing
             self._generation = self.storage.connection_generation
@@ -427,22 +437,6 @@ class RunLauncher:
             if pending and done == before:
                 self.storage.wait_for_change(poll, also=self.fds())
         return done
-
-
-def requested_during(
-    storage: Storage, sensor: str, since: float, until: float, page: int = 500
-) -> Iterator[str]:
-    """Ids of the runs `sensor` requested in [since, until] (a tick holds the sensor's lease
-    throughout, so these are its tick's runs), oldest first, read a page at a time."""
-    after = (since, "")
-    while True:
-        runs = storage.runs_created_between(since, until, after, page)
-        for run in runs:
-            if run.tags.get("runsense/sensor") == sensor:
-                yield run.run_id
-        if len(runs) < page:
-            return
-        after = (runs[-1].created_at, runs[-1].run_id)
 
 
 def _node_of(identity: str | None) -> str | None:

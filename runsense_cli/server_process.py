@@ -4,6 +4,7 @@ what a run can leave behind in the process."""
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import fcntl
 import io
@@ -16,6 +17,7 @@ import threading
 from . import tick_worker
 
 LOG_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_APPEND
+_WATCHED_SIGNALS = sorted(int(signum) for signum in signal.valid_signals() - {signal.SIGTERM})
 
 
 def high(fd: int) -> int:
@@ -43,9 +45,9 @@ def process_state() -> tuple[object, ...]:
         if t is not threading.main_thread() and not t.name.startswith("runsense-")
     )
     handlers = []
-    for signum in sorted(signal.valid_signals() - {signal.SIGTERM}):
+    for signum in _WATCHED_SIGNALS:
         with contextlib.suppress(OSError, ValueError, RuntimeError):
-            handlers.append((signum, signal.getsignal(signum)))
+            handlers.append(_signal.getsignal(signum))  # no enum per signal: this runs per run
     return (tuple(threads), signal.getitimer(signal.ITIMER_REAL), tuple(handlers))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import mmap
 import os
 import signal
 import sys
@@ -39,7 +40,7 @@ from .errors import RunsenseError, describe
 from .forked import ForkedHelper
 from .frames import read_frame, send_frame
 from .identity import ProcessId
-from .runs import RunRecord
+from .runs import RunRecord, RunStatus
 from .storage import Storage, open_storage
 from .storage.wake import readable
 from .worker import LoadedProject, Outcome, serve_warm
@@ -50,12 +51,28 @@ _CRASHED = 70  # runsense itself failed in the child: the run in progress, if an
 
 @dataclass(frozen=True)
 class TakeRule:
-    """The parent lets the server take its next runs itself (`Storage.claim_next_run`): for
-    `launcher`, while `node` has fewer than `limit` runs in progress."""
+    """The parent lets the server take its next runs itself (`Storage.claim_next_run`), for
+    `launcher`, while the parent's `TakeGate` is open."""
 
     launcher: str
-    node: str
-    limit: int
+
+
+class TakeGate:
+    """One byte of memory a launcher shares with the run servers it forks: open while its node
+    has room for the runs they take (`max_concurrent_runs` counts every run on the node,
+    whoever started it). The launcher sets it from the runs in progress it reads; a server
+    looks at it before it takes a run, for free."""
+
+    def __init__(self) -> None:
+        self._byte = mmap.mmap(-1, 1)  # anonymous and shared: forked children see every change
+        self._byte[0] = 1
+
+    def set(self, is_open: bool) -> None:
+        self._byte[0] = 1 if is_open else 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._byte[0] == 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,7 @@ class RunServer(ForkedHelper):
         project: LoadedProject,
         database_url: str | None,
         runs_per_worker: int,
+        gate: TakeGate | None = None,
     ) -> None:
         self.project = project
         self.run_id: str | None = None  # the run it is running
@@ -106,13 +124,14 @@ class RunServer(ForkedHelper):
         self.final: RunRecord | None = None  # that run as it stored it last
         self.next: Claim | None = None  # the run it took itself when that one ended
         self._unread: deque[Done] = deque()
+        self.takes_runs = False
         self._last = False
         ready_r, ready_w = os.pipe()
 
         def child(commands: int, reports: int) -> NoReturn:
             os.close(ready_r)
             _serve(storage, home, project, database_url, runs_per_worker,
-                   commands, reports, ready_w)  # fmt: skip
+                   commands, reports, ready_w, gate)  # fmt: skip
 
         # A Ctrl-C or SIGTERM for the parent, arriving before the child has its own handlers,
         # must not run the parent's there: held back until then.
@@ -143,7 +162,14 @@ class RunServer(ForkedHelper):
         """Give it a claimed run (OSError if it is gone: the caller fails the run); with
         `take`, it takes its next runs itself for as long as it may."""
         self.run_id, self._code, self.final, self.next = run.run_id, None, None, None
+        self.takes_runs = take is not None
         send_frame(self.commands, Claim(run, token, take))
+
+    def fds(self) -> list[int]:
+        """Readable when it has something to say or has ended. One that takes its own next runs
+        is looked at when it ends (or at a pass for other reasons): each run's end wakes its
+        launcher through the database anyway, and the next run needs no launcher."""
+        return [self.pidfd] if self.takes_runs and self.pidfd >= 0 else super().fds()
 
     def go_on_with(self, claim: Claim) -> None:
         """It runs `claim`, which it took itself (its `next`), from now on."""
@@ -215,6 +241,7 @@ def _serve(
     commands: int,
     reports: int,
     ready: int,
+    gate: TakeGate | None,
 ) -> NoReturn:
     """The whole life of a run server."""
     code = _CRASHED
@@ -253,8 +280,8 @@ def _serve(
                     and process.pipes_intact(commands, reports)
                 )
 
-            outcome = _one_run(storage, home, project, claim, _taker(storage, project, claim,
-                                                                       commands, clean))  # fmt: skip
+            take = _taker(storage, project, claim, commands, clean, gate)
+            outcome = _one_run(storage, home, project, claim, take)
             if os.getpid() != me:
                 os._exit(0)  # a process the run forked came back here: it is not a server
             served += 1
@@ -294,29 +321,35 @@ def _taker(
     claim: Claim,
     commands: int,
     clean: Callable[[], bool],
+    gate: TakeGate | None,
 ) -> Callable[[RunRecord], Claim | None] | None:
     """What takes the next run inside the commit that ends this one (`execute_run`'s
     `after_end`), when the parent allows it; the run it takes is also started there if its
     job is in the loaded project."""
     rule = claim.take
-    if rule is None:
+    if rule is None or gate is None:
         return None
     worker = str(ProcessId.of(os.getpid()))
 
     def take(ended: RunRecord) -> Claim | None:
-        # Retired (the parent closed its end: a new project, or it stops) or not clean: no more.
-        if readable([commands], 0) or not clean():
+        # Retired (the parent closed its end: a new project, or it stops), the node full, or
+        # not clean: no more.
+        if not gate.is_open or readable([commands], 0) or not clean():
             return None
-        taken = storage.claim_next_run(rule.launcher, worker, rule.node, rule.limit, ended.run_id)
+        taken = storage.claim_next_run(
+            rule.launcher,
+            worker,
+            ended.run_id,
+            origin=project.origin,
+            jobs=list(project.definitions.jobs),
+        )
         if taken is None:
             return None
         run, origin = taken
-        job = None
-        if origin is not None and project.holds(origin):
-            with contextlib.suppress(Exception):  # not in it any more: loaded as a run starts
-                job = project.definitions.get_job(run.job_name)
-        started = execution.start_in_commit(storage, job, run) if job is not None else None
-        return Claim(started or run, "", rule, True, started is not None, origin)
+        started = run.status == RunStatus.STARTED  # a job of the loaded project: started there
+        if started:
+            execution.first_step_started(storage, project.definitions.get_job(run.job_name), run)
+        return Claim(run, "", rule, True, started, origin)
 
     return take
 

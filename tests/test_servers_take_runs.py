@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,52 @@ def test_a_server_takes_runs_until_runs_per_worker(home, proj, url, tmp_path):
     assert [run.status for run in done] == [RunStatus.SUCCESS] * 6
     pids = [run.worker_pid for run in done]
     assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2, 2]
+    # The second run of each server was taken, and started, in the commit that ended the first:
+    # their events follow each other in id order, nothing in between.
+    with open_storage(url=url) as storage:
+        for first, second in zip(done[::2], done[1::2], strict=True):
+            assert first.worker_pid == second.worker_pid
+            ends = [(e.event_id, e.event_type.value) for e in storage.events_for_run(first.run_id)][
+                -2:
+            ]
+            starts = [
+                (e.event_id, e.event_type.value) for e in storage.events_for_run(second.run_id)
+            ]
+            joined = ends + starts[1:4]  # (its RUN_ENQUEUED came long before)
+            assert [kind for _, kind in joined] == [
+                "STEP_SUCCESS",
+                "RUN_SUCCESS",
+                "RUN_STARTING",
+                "RUN_START",
+                "STEP_START",
+            ]
+            ids = [event_id for event_id, _ in joined]
+            assert ids == list(range(ids[0], ids[0] + 5)), joined
+
+
+def test_servers_take_no_runs_while_other_runs_fill_the_node(home, proj, url, tmp_path):
+    """Given a daemon with one slot, and a run of another process in progress on the same node
+    (`max_concurrent_runs` counts every run there), when its server's run ends, then it takes no
+    queued run; once the other run ends, the queued runs run."""
+    from runsense_cli.identity import ProcessId
+
+    log = tmp_path / "daemon.log"
+    process = start_daemon(home, proj, log, "--interval", "0.1", "--max-concurrent-runs", "1")
+    try:
+        wait_for_log(log, "daemon started")
+        first = queue(home, proj, "slow_job")
+        wait_until(lambda: runs_of(url, [first])[0].status == RunStatus.STARTED, 20)
+        with open_storage(url=url) as storage:
+            other = storage.create_run(
+                "quick_job", "elsewhere", status=RunStatus.STARTING, worker=str(ProcessId.of())
+            )
+            other = storage.set_run_status(other, RunStatus.STARTED)
+            rest = [queue(home, proj, "quick_job") for _ in range(2)]
+            wait_until(lambda: runs_of(url, [first])[0].is_finished, 20, what="the slow run")
+            time.sleep(1.0)  # ten full passes: room enough to take or launch, were there any
+            assert [run.status for run in runs_of(url, rest)] == [RunStatus.QUEUED] * 2
+            storage.set_run_status(other, RunStatus.SUCCESS)
+            done = wait_until(lambda: all_finished(url, rest), 20, what="the queued runs")
+        assert [run.status for run in done] == [RunStatus.SUCCESS] * 2
+    finally:
+        stop(process)

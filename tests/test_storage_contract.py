@@ -215,38 +215,44 @@ def test_claiming_only_some_runs_leaves_the_others(db):
 
 
 def test_a_run_server_takes_the_oldest_queued_run_registered_to_it(db, other):
-    """`claim_next_run`: the oldest QUEUED run becomes STARTING for the launcher, already
-    registered to the server (no second registration), with its origin and its event."""
+    """`claim_next_run`: the oldest QUEUED run, registered to the server (no second
+    registration) for the launcher, with its origin and events; STARTED at once when its job is
+    one the server has loaded from the same project, else STARTING."""
+    mine = {"module": "m", "directory": "/d", "file": None}
     ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
-    newer = db.create_run("job", "loc", status=RunStatus.QUEUED, origin={"module": "m"})
-    older = db.create_run("job", "loc", status=RunStatus.QUEUED, now=1.0)
-    node = ProcessId.of().node
-    taken, origin = db.claim_next_run("daemon/1/1", ME, node, 4, ended.run_id)
-    assert (taken.run_id, taken.status, taken.worker) == (older.run_id, RunStatus.STARTING, ME)
-    assert taken.launcher == "daemon/1/1" and origin is None
-    assert other.register_worker(older.run_id, "", "other/2/2") is None
-    types = [e.event_type for e in db.events_for_run(older.run_id)]
+    foreign = db.create_run("job", "loc", status=RunStatus.QUEUED, origin={"module": "x"}, now=1.0)
+    ours = db.create_run("job", "loc", status=RunStatus.QUEUED, origin=mine, now=2.0)
+    other_job = db.create_run("job2", "loc", status=RunStatus.QUEUED, origin=mine, now=3.0)
+
+    def take():
+        found = db.claim_next_run("daemon/1/1", ME, ended.run_id, origin=mine, jobs=["job"])
+        return found and (found[0].run_id, found[0].status, found[0].worker, found[1])
+
+    assert take() == (foreign.run_id, RunStatus.STARTING, ME, {"module": "x"})
+    assert take() == (ours.run_id, RunStatus.STARTED, ME, mine)
+    assert take() == (other_job.run_id, RunStatus.STARTING, ME, mine)
+    assert take() is None  # none queued
+    assert db.get_run(ours.run_id).launcher == "daemon/1/1"
+    assert db.get_run(ours.run_id).start_time is not None
+    assert other.register_worker(foreign.run_id, "", "other/2/2") is None
+    types = [e.event_type for e in db.events_for_run(ours.run_id)]
+    assert types == [EventType.RUN_ENQUEUED, EventType.RUN_STARTING, EventType.RUN_START]
+    types = [e.event_type for e in db.events_for_run(foreign.run_id)]
     assert types == [EventType.RUN_ENQUEUED, EventType.RUN_STARTING]
-    taken, origin = db.claim_next_run("daemon/1/1", ME, node, 4, ended.run_id)
-    assert taken.run_id == newer.run_id and origin == {"module": "m"}
-    assert db.claim_next_run("daemon/1/1", ME, node, 4, ended.run_id) is None  # none queued
 
 
-def test_a_run_server_takes_nothing_on_a_full_node_or_after_a_cancel_request(db):
-    """No run for a server whose node already has `limit` runs in progress (whoever started
-    them), nor for one whose run was ever asked to cancel (its signal may still come)."""
-    node = ProcessId.of().node
-    ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
-    busy = [started_run(db) for _ in range(2)]
+def test_a_run_server_takes_nothing_after_a_cancel_request(db):
+    """No run for a server whose run was ever asked to cancel: its signal may still come."""
+    busy = started_run(db)
     queued = db.create_run("job", "loc", status=RunStatus.QUEUED)
-    assert db.claim_next_run("daemon/1/1", ME, node, 2, ended.run_id) is None
-    canceled = db.set_run_status(busy[0], RunStatus.CANCELING)
+    canceled = db.set_run_status(busy, RunStatus.CANCELING)
     ended_anyway = db.set_run_status(canceled, RunStatus.SUCCESS)
     assert ended_anyway is not None  # a run may still succeed over a cancel request
-    assert db.claim_next_run("daemon/1/1", ME, node, 4, ended_anyway.run_id) is None
+    assert db.claim_next_run("daemon/1/1", ME, ended_anyway.run_id) is None
     assert db.get_run(queued.run_id).status == RunStatus.QUEUED
-    taken, _ = db.claim_next_run("elsewhere/1/1", "elsewhere/1/1", "elsewhere", 2, ended.run_id)
-    assert taken.run_id == queued.run_id  # that node has room
+    ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
+    taken, _ = db.claim_next_run("daemon/1/1", ME, ended.run_id)
+    assert taken.run_id == queued.run_id
 
 
 def test_two_servers_taking_at_once_get_disjoint_runs(db, other):
@@ -256,7 +262,7 @@ def test_two_servers_taking_at_once_get_disjoint_runs(db, other):
     taken: dict[str, list[str]] = {"a": [], "b": []}
 
     def take(name, storage):
-        while found := storage.claim_next_run(f"{name}/1/1", f"{name}/1/1", name, 99, ended.run_id):
+        while found := storage.claim_next_run(f"{name}/1/1", f"{name}/1/1", ended.run_id):
             taken[name].append(found[0].run_id)
 
     threads = [threading.Thread(target=take, args=pair) for pair in (("a", db), ("b", other))]

@@ -241,7 +241,7 @@ def tick(
         return
     import time
 
-    from ..launcher import requested_during
+    from ..evaluation import requested_during
 
     failed = False
     first_ids: list[str] = []  # the first runs each tick requested (Tick.run_ids is capped)

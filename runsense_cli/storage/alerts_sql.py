@@ -104,6 +104,7 @@ class AlertsSql(SqlBase):
             " created_at FROM runs WHERE run_id = ?",
             (retry_id, RunStatus.QUEUED.value, json.dumps(tags), moment, run.run_id),
         )
+        self._write_held()  # (events written directly keep their place in id order)
         self._note_event(EventType.RUN_ENQUEUED.value, run.location, run.job_name)
         self._execute(
             "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"
@@ -171,6 +172,7 @@ class AlertsSql(SqlBase):
             ).fetchone():
                 return None
             limit_text = f"{limit_seconds:g}s"
+            self._write_held()
             self._note_event(EventType.RUN_OVERDUE.value, run.location, run.job_name)
             event_id = self._insert_id(
                 "INSERT INTO events (run_id, event_type, timestamp, message, job_name, location,"

@@ -91,10 +91,16 @@ class Storage(LaunchesContract, AlertsContract):
         yield
 
     @abc.abstractmethod
-    def atomic(self, fn: Callable[[], T]) -> T:
+    def atomic(self, fn: Callable[[], T], *, events_last: bool = False) -> T:
         """Run `fn`, whose writes are calls on this storage, as one commit: all of them or none
         (the calls inside join it). A connection lost before the commit runs `fn` again from
-        the start, so `fn` must do nothing that cannot be done twice."""
+        the start, so `fn` must do nothing that cannot be done twice.
+
+        `events_last`: the events `fn` appends are written together at its end, and only then
+        does the transaction wait for the lock that keeps event ids in order (PostgreSQL: the
+        other writers wait for it a round trip or two, not the whole transaction). Ids such
+        calls return are stand-ins then; a failure's or cancel's status move writes what came
+        before it at once. For a run's own moves (its start, its steps, its end)."""
 
     @abc.abstractmethod
     def db_time(self) -> float:

@@ -5,7 +5,7 @@ it for both backends."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from ..runs import RunRecord
@@ -42,11 +42,18 @@ class LaunchesContract(abc.ABC):
 
     @abc.abstractmethod
     def claim_next_run(
-        self, launcher: str, worker: str, node: str, limit: int, after_run_id: str
+        self,
+        launcher: str,
+        worker: str,
+        after_run_id: str,
+        *,
+        origin: dict[str, Any] | None = None,
+        jobs: Collection[str] = (),
     ) -> tuple[RunRecord, dict[str, Any] | None] | None:
         """A run server takes its next run itself, inside the commit that ends its run
-        `after_run_id` (one commit per run instead of three): the oldest QUEUED run moves to
-        STARTING for `launcher`, already registered to `worker`, with the run's origin. None
-        when no run is queued, when `node` already has `limit` runs in progress
-        (`max_concurrent_runs` counts the node's workers, whoever started them), or when a
-        cancel was ever requested for `after_run_id` (its signal may still be on its way)."""
+        `after_run_id` (one commit per run instead of three): the oldest QUEUED run, registered
+        to `worker` for `launcher`, with the run's origin. It moves to STARTED at once (events
+        RUN_STARTING and RUN_START) when its job is one of `jobs` of the project `origin` (the
+        server has it loaded), else to STARTING. None when no run is queued, or when a cancel
+        was ever requested for `after_run_id` (its signal may still be on its way). (Whether
+        the node has room is the launcher's to say: the server keeps its slot.)"""

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from ..identity import pid_of
-from ..runs import IN_PROGRESS_STATUSES, ErrorInfo, EventType, RunRecord, RunStatus
+from ..runs import STATUS_EVENT_TYPES, ErrorInfo, EventType, RunRecord, RunStatus
 from .alerts_sql import AlertsSql
-from .rows import RUN_COLUMNS, RUN_EVENTS, run_from_row, status_message
+from .rows import EVENT_ROW, RUN_COLUMNS, RUN_EVENTS, run_from_row, status_message
 
 _CHUNK = 500  # ids per IN (...) list: well under both backends' parameter limits
 
@@ -41,7 +41,7 @@ class LaunchesSql(AlertsSql):
         event's id (None, None: it matched nothing). Where UPDATE ... RETURNING is there
         (PostgreSQL) both are one statement: every round trip inside a write transaction is
         time all other writers wait."""
-        if not self.update_returning:
+        if not self.update_returning or self._held is not None:
             moved = self._update_run(sql, params, run.run_id)
             if moved is None:
                 return None, None
@@ -132,60 +132,84 @@ class LaunchesSql(AlertsSql):
         return self._write(body, wake=True)
 
     def claim_next_run(
-        self, launcher: str, worker: str, node: str, limit: int, after_run_id: str
+        self,
+        launcher: str,
+        worker: str,
+        after_run_id: str,
+        *,
+        origin: dict[str, Any] | None = None,
+        jobs: Collection[str] = (),
     ) -> tuple[RunRecord, dict[str, Any] | None] | None:
-        in_progress = [status.value for status in IN_PROGRESS_STATUSES]
-        marks = ", ".join("?" * len(in_progress))
-        # Both conditions are constant subqueries, evaluated once; the run row found is locked
-        # (skipped when another claim holds it). A node's share counts a run by its worker, or
-        # by its launcher before a worker took it, as `launcher.launch_queued` does.
-        holder = "coalesce(worker, launcher)"
-        sql = (
-            f"SELECT {RUN_COLUMNS}, origin FROM runs WHERE status = ?"
+        # The cancel check is a constant subquery, evaluated once; the run row found is locked
+        # (skipped when another claim holds it).
+        oldest = (
+            f"SELECT {{columns}} FROM runs WHERE status = ?"
             f" AND NOT EXISTS (SELECT 1 FROM events WHERE {RUN_EVENTS} AND event_type = ?)"
-            f" AND (SELECT count(*) FROM runs WHERE status IN ({marks}) AND ({holder} IS NULL"
-            f" OR substr({holder}, 1, ?) = ?)) < ?"
             f" ORDER BY created_at, {self.run_order} LIMIT 1{self.skip_locked}"
         )
+        conditions = (
+            RunStatus.QUEUED.value,
+            after_run_id,
+            after_run_id,
+            EventType.RUN_CANCELING.value,
+        )
+        beat, beat_params = self._now_sql()
+        # A run of the server's own project starts in the same statement (one row version,
+        # not two): STARTED when its job is one of `jobs` and its origin is `origin` as stored.
+        names = sorted(jobs) if origin else []
+        ours = f"job_name IN ({', '.join('?' * len(names))}) AND origin = ?" if names else "1 = 0"
+        claim = (
+            f"UPDATE runs SET status = CASE WHEN {ours} THEN ? ELSE ? END,"
+            f" start_time = CASE WHEN {ours} THEN ? END, launcher = ?, claim_token = ?,"
+            f" worker = ?, worker_pid = ?, heartbeat_at = {beat}"
+            " WHERE run_id = {run} AND status = ?"
+        )
+
+        def claim_params(moment: float) -> tuple[Any, ...]:
+            token = f"{uuid.uuid4().hex}:registered"  # as register_worker leaves it
+            mine = (*names, json.dumps(origin)) if names else ()
+            return (
+                *mine,
+                RunStatus.STARTED.value,
+                RunStatus.STARTING.value,
+                *mine,
+                moment,
+                launcher,
+                token,
+                worker,
+                pid_of(worker),
+                *beat_params,
+            )
 
         def body() -> tuple[RunRecord, dict[str, Any] | None] | None:
-            row = self._execute(
-                sql,
-                (
-                    RunStatus.QUEUED.value,
-                    after_run_id,
-                    after_run_id,
-                    EventType.RUN_CANCELING.value,
-                    *in_progress,
-                    len(node) + 1,
-                    f"{node}/",
-                    limit,
-                ),
-            ).fetchone()
-            if row is None:
-                return None
-            run = run_from_row(row[:-1])
-            beat, beat_params = self._now_sql()
-            moved, _ = self._move_run(
-                "UPDATE runs SET status = ?, launcher = ?, claim_token = ?, worker = ?,"
-                f" worker_pid = ?, heartbeat_at = {beat} WHERE run_id = ? AND status = ?",
-                (
-                    RunStatus.STARTING.value,
-                    launcher,
-                    f"{uuid.uuid4().hex}:registered",  # as register_worker leaves it
-                    worker,
-                    pid_of(worker),
-                    *beat_params,
-                    run.run_id,
-                    RunStatus.QUEUED.value,
-                ),
-                run,
-                EventType.RUN_STARTING,
-                status_message(run, RunStatus.STARTING),
-                time.time(),
-            )
-            if moved is None:
-                return None
+            moment = time.time()
+            if self.update_returning:  # one statement: find, lock and claim
+                row = self._execute(
+                    claim.format(run=f"({oldest.format(columns='run_id')})")
+                    + f" RETURNING {RUN_COLUMNS}, origin",
+                    (*claim_params(moment), *conditions, RunStatus.QUEUED.value),
+                ).fetchone()
+                if row is None:
+                    return None
+                moved = run_from_row(row[:-1])
+            else:
+                row = self._execute(
+                    oldest.format(columns=f"{RUN_COLUMNS}, origin"), conditions
+                ).fetchone()
+                if row is None:
+                    return None
+                moved = self._update_run(
+                    claim.format(run="?"),
+                    (*claim_params(moment), row[0], RunStatus.QUEUED.value),
+                    row[0],
+                )
+                if moved is None:
+                    return None
+            for status in (RunStatus.STARTING, RunStatus.STARTED):
+                if status == RunStatus.STARTED and moved.status != status:
+                    break
+                event_type = STATUS_EVENT_TYPES[status]
+                self._insert_event(moved, event_type, status_message(moved, status), moment)
             return moved, json.loads(row[-1]) if row[-1] else None
 
         return self._write(body, wake=True)
@@ -210,7 +234,7 @@ class LaunchesSql(AlertsSql):
                 run_id,
             )
 
-        return self._write(body)
+        return self._write(body, events_last=True)  # no event: no lock
 
     def record_worker(self, run_id: str, claim_token: str, worker: str) -> bool:
         def body() -> bool:
@@ -222,7 +246,7 @@ class LaunchesSql(AlertsSql):
                 ).rowcount
             )
 
-        return self._write(body)
+        return self._write(body, events_last=True)  # no event: no lock
 
     def heartbeat_runs(self, run_ids: Sequence[str]) -> None:
         ids = list(run_ids)
@@ -238,7 +262,7 @@ class LaunchesSql(AlertsSql):
                     (now, *chunk),
                 )
 
-        self._write(body)
+        self._write(body, events_last=True)  # no event: no lock
 
     def _insert_event(
         self,
@@ -250,20 +274,24 @@ class LaunchesSql(AlertsSql):
         level: str | None = None,
         error: ErrorInfo | None = None,
     ) -> int:
+        """Insert one event of `run`: its id, or a stand-in while events are held back (see
+        `SqlBase._hold`)."""
         self._note_event(event_type.value, run.location, run.job_name)
+        row = (
+            run.run_id,
+            event_type.value,
+            now,
+            message,
+            step_key,
+            level,
+            error.to_json() if error else None,
+            run.job_name,
+            run.location,
+            run.created_at,
+        )
+        held = self._hold(row)
+        if held is not None:
+            return held
         return self._insert_id(
-            "INSERT INTO events (run_id, event_type, timestamp, message, step_key, level, error,"
-            " job_name, location, run_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run.run_id,
-                event_type.value,
-                now,
-                message,
-                step_key,
-                level,
-                error.to_json() if error else None,
-                run.job_name,
-                run.location,
-                run.created_at,
-            ),
+            f"INSERT INTO events ({EVENT_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
         )

@@ -20,27 +20,32 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from ..errors import StorageError, StorageUnavailableError
 from .ops_sql import OpsSql
+from .pg_listen import CHANNEL, Listening
+from .rows import EVENT_ROW
 from .runs_sql import RunsSql
 from .schema import POSTGRES, SCHEMA_VERSION
 from .sensors_sql import SensorsSql
 from .urls import mask_url, url_password
-from .wake import readable, wait_readable
 
 T = TypeVar("T")
 
 WRITE_LOCK = 0x72756E73656E7365  # "runsense": serializes every write transaction
 MIGRATE_LOCK = WRITE_LOCK + 1
-CHANNEL = "runsense"
 CONNECT_TIMEOUT_S = 5
-HEARD_KEPT = 1000  # events named by wake-ups kept for `take_changes`; beyond: "anything"
+DEADLOCK_RETRIES = 5  # a write the server ended to break a deadlock is run again this often
 DB_NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, in seconds
 # A write transaction's first and last round trips: constants, so each is one simple query.
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_EVENT_CASTS = (
+    "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT),"
+    " CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT),"
+    " CAST(? AS DOUBLE PRECISION)"
+)
 
 
 def _driver() -> Any:
@@ -58,7 +63,11 @@ class _ConnectionLost(StorageUnavailableError):
     pass
 
 
-class PostgresStorage(RunsSql, SensorsSql, OpsSql):
+class _TryAgain(StorageError):
+    """The server ended the transaction to break a deadlock (it rolled back): run it again."""
+
+
+class PostgresStorage(Listening, RunsSql, SensorsSql, OpsSql):
     backend = "postgresql"
     single_host = False
     needs_heartbeats = True
@@ -67,6 +76,7 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     run_order = "seq"
     update_returning = True
+    locks_late = True
 
     def __init__(
         self,
@@ -239,6 +249,10 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         except psycopg.OperationalError as exc:
             if self.conn.broken or self.conn.closed:
                 raise _ConnectionLost(self._clean(str(exc))) from None
+            if isinstance(exc, psycopg.errors.DeadlockDetected):
+                # Rare: a transaction holding rows while it waits for the write lock (one that
+                # locks late), and one holding the lock that wants those rows.
+                raise _TryAgain(self._clean(str(exc))) from None
             raise self._error(exc) from None
         except psycopg.Error as exc:
             raise self._error(exc) from None
@@ -267,8 +281,23 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         with self._driver_errors():
             self.conn.execute(sql)
 
-    def _begin_write(self) -> None:
-        self._script(_BEGIN_WRITE)
+    def _begin_write(self, lock: bool = True) -> None:
+        self._script(_BEGIN_WRITE if lock else "BEGIN")
+
+    def _insert_events_locked(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        # One statement: the lock (taken before any id is drawn: ids come from the rows the
+        # join produces, in VALUES order), then the events. The first row's casts type the
+        # columns (psycopg sends strings and None untyped).
+        marks = ", ".join(
+            ["(" + _EVENT_CASTS + ")"] + ["(" + ", ".join("?" * 10) + ")"] * (len(rows) - 1)
+        )
+        cursor = self._execute(
+            f"INSERT INTO events ({EVENT_ROW}) SELECT {EVENT_ROW} FROM (VALUES {marks})"
+            f" AS v({EVENT_ROW}) CROSS JOIN (SELECT pg_advisory_xact_lock({WRITE_LOCK})) AS l"
+            " RETURNING id",
+            [value for row in rows for value in row],
+        )
+        return sorted(int(row[0]) for row in cursor.fetchall())
 
     def _begin_read(self) -> None:
         self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -297,6 +326,7 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
         return DB_NOW, ()
 
     def _retrying(self, fn: Callable[[], T], *, write: bool) -> T:
+        deadlocks = 0
         while True:
             if self.conn is None or self.conn.closed or self.conn.broken:
                 self._reconnect()
@@ -305,6 +335,11 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
             except _ConnectionLost:
                 self._depth = 0
                 self._reconnect()
+            except _TryAgain:
+                self._depth = 0
+                deadlocks += 1
+                if not write or deadlocks > DEADLOCK_RETRIES:
+                    raise
 
     def _reconnect(self) -> None:
         try:
@@ -328,56 +363,6 @@ class PostgresStorage(RunsSql, SensorsSql, OpsSql):
             if secret:
                 text = text.replace(secret, "***")
         return text
-
-    # -- wake-ups ----------------------------------------------------------------------------
-
-    def wait_for_change(self, timeout: float, also: Sequence[int] = ()) -> bool:
-        try:
-            if self._listen is None:
-                self._listen = self._connect_once()
-                self._listen.execute(f"LISTEN {CHANNEL}")
-                self._heard = None  # what came while nobody listened is unknown
-            # What the driver has read already, then wait on the LISTEN socket and the caller's
-            # descriptors at once, and read everything that came (each names its events).
-            if self._hear():
-                return True
-            sock = self._listen.fileno()
-            ready = readable([sock, *also], timeout)
-            if sock in ready:
-                self._hear()
-            return bool(ready)
-        except Exception:
-            # LISTEN is best effort (lost while disconnected): fall back to the timed pass.
-            if self._listen is not None:
-                with contextlib.suppress(Exception):
-                    self._listen.close()
-            self._listen = None
-            self._heard = None
-            return wait_readable(also, min(timeout, 1.0))
-
-    def _hear(self) -> bool:
-        """Read the notifications waiting (never blocks); whether there were any."""
-        heard = False
-        for notify in self._listen.notifies(timeout=0):
-            heard = True
-            if self._heard is None:
-                continue
-            if notify.payload in ("", "*"):
-                self._heard = None
-                continue
-            for line in notify.payload.split("\n"):
-                parts = line.split("\t")
-                if len(parts) != 3:
-                    self._heard = None
-                    break
-                self._heard.add((parts[0], parts[1], parts[2]))
-            if self._heard is not None and len(self._heard) > HEARD_KEPT:
-                self._heard = None  # nobody takes them (`sensor tick` waiting for its runs)
-        return heard
-
-    def take_changes(self) -> frozenset[tuple[str, str, str]] | None:
-        heard, self._heard = self._heard, set()
-        return None if heard is None else frozenset(heard)
 
     # -- moving a whole database -------------------------------------------------------------
 

@@ -30,6 +30,11 @@ RUN_FIELDS = [
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 RUN_COLUMNS_R = ", ".join(f"r.{name}" for name in RUN_FIELDS)
 EVENT_COLUMNS = "id, run_id, event_type, timestamp, message, step_key, level, error"
+# The columns a new event is written with, in `LaunchesSql._insert_event`'s order.
+EVENT_ROW = (
+    "run_id, event_type, timestamp, message, step_key, level, error, job_name, location,"
+    " run_created_at"
+)
 # The creation time of run ? (a primary-key lookup). Schema M007 leads the indexes of rows that
 # belong to a run with it (`events_by_run`, `runs_by_parent`), so new entries land at their end.
 TIME_OF_RUN = "(SELECT p.created_at FROM runs p WHERE p.run_id = ?)"

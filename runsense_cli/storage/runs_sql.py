@@ -125,6 +125,9 @@ class RunsSql(LaunchesSql):
 
         def body() -> RunRecord | None:
             moment = time.time() if now is None else now
+            if status in FINISHED_STATUSES and status != RunStatus.SUCCESS:
+                # A failure's retry and incident are written as of its event: under the lock.
+                self._write_held()
             updates: dict[str, Any] = {"status": status.value}
             if status == RunStatus.STARTED:
                 updates["start_time"] = moment
@@ -144,7 +147,12 @@ class RunsSql(LaunchesSql):
             if moved_run is None or event_id is None:
                 return None
             if status in FINISHED_STATUSES:
-                moved_run = self._after_terminal_status(moved_run, event_id, moment)
+                # (A SUCCESS's bookkeeping leaves the run as it is: it may wait for the id.)
+                ended = moved_run
+                after = self._when_written(
+                    event_id, lambda written: self._after_terminal_status(ended, written, moment)
+                )
+                moved_run = after or moved_run
             return moved_run
 
         return self._write(body, wake=True)

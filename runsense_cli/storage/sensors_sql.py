@@ -245,6 +245,7 @@ class SensorsSql(ReactionsSql):
                 " run_ids = excluded.run_ids, finished_at = excluded.finished_at",
                 reaction_rows,
             )
+            self._write_held()
             for w in write_backs:
                 self._note_event(EventType.SENSOR_REACTION.value, w.location, w.job_name)
             self._executemany(
@@ -321,6 +322,7 @@ class SensorsSql(ReactionsSql):
                 for r in new_runs
             ],
         )
+        self._write_held()
         for r in new_runs:
             self._note_event(EventType.RUN_ENQUEUED.value, r.location, r.job_name)
         self._executemany(

@@ -36,6 +36,9 @@ class SqlBase(Storage):
     run_order = "rowid"
     #: UPDATE ... RETURNING gives the updated row in the same round trip (else: SELECT it).
     update_returning = False
+    #: A transaction that asks for it (`atomic(..., events_last=True)`) takes the write lock only
+    #: to write its events, at its end (PostgreSQL; SQLite's lock is taken at BEGIN anyway).
+    locks_late = False
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -44,6 +47,9 @@ class SqlBase(Storage):
         # The events the write transaction in progress inserted, for its wake-up to name (see
         # `take_changes`); None: too many, or written where they are not noted.
         self._changes: set[tuple[str, str, str]] | None = set()
+        # Events held back to the end of a late-locking transaction, and what waits for their ids.
+        self._held: list[tuple[Any, ...]] | None = None
+        self._once_written: list[tuple[int, Callable[[int], Any]]] = []
 
     # -- driver hooks ------------------------------------------------------------------------
 
@@ -62,7 +68,12 @@ class SqlBase(Storage):
         """Run an INSERT into a table with an `id` key and return the new id."""
         raise NotImplementedError
 
-    def _begin_write(self) -> None:
+    def _begin_write(self, lock: bool = True) -> None:
+        """BEGIN a write transaction; `lock`: take the write lock now (else `_write_held`)."""
+        raise NotImplementedError
+
+    def _insert_events_locked(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Take the write lock and insert these events in order; their ids (`locks_late`)."""
         raise NotImplementedError
 
     def _begin_read(self) -> None:
@@ -90,8 +101,9 @@ class SqlBase(Storage):
 
     # -- transactions ------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[], T], *, wake: bool = False) -> T:
-        """Run `fn` in one write transaction (joining an outer one); `wake` notifies waiters."""
+    def _write(self, fn: Callable[[], T], *, wake: bool = False, events_last: bool = False) -> T:
+        """Run `fn` in one write transaction (joining an outer one); `wake` notifies waiters;
+        `events_last`: see `Storage.atomic`."""
         if self._depth:
             self._wake = self._wake or wake
             return fn()
@@ -100,11 +112,14 @@ class SqlBase(Storage):
             self._depth = 1
             self._wake = wake
             self._changes = set()
+            late = events_last and self.locks_late
+            self._held, self._once_written = ([] if late else None), []
             try:
                 # Inside the try: a BEGIN or lock statement that fails (a lock_timeout, a
                 # cancelled statement) must still roll back, or the connection stays unusable.
-                self._begin_write()
+                self._begin_write(lock=not late)
                 result = fn()
+                self._write_held()
             except BaseException:
                 self._depth = 0
                 self._safe_rollback()
@@ -137,8 +152,34 @@ class SqlBase(Storage):
             return "*"
         return "\n".join("\t".join(change) for change in sorted(self._changes))
 
-    def atomic(self, fn: Callable[[], T]) -> T:
-        return self._write(fn)
+    def atomic(self, fn: Callable[[], T], *, events_last: bool = False) -> T:
+        return self._write(fn, events_last=events_last)
+
+    def _hold(self, row: tuple[Any, ...]) -> int | None:
+        """Hold back an event row to the end of a late-locking transaction: a stand-in id
+        (negative) for `_when_written`; None when events are written as they come."""
+        if self._held is None:
+            return None
+        self._held.append(row)
+        return -len(self._held)
+
+    def _when_written(self, event_id: int, fn: Callable[[int], T]) -> T | None:
+        """`fn(event_id)` now, or, for a held event, once it is written (then None here)."""
+        if event_id >= 0:
+            return fn(event_id)
+        self._once_written.append((-event_id - 1, fn))
+        return None
+
+    def _write_held(self) -> None:
+        """Write the held events under the write lock, then what waited for their ids; from
+        here on the transaction writes events as they come (it holds the lock)."""
+        held, self._held = self._held, None
+        if not held:
+            return  # none: nothing to keep in order, no lock to wait for
+        ids = self._insert_events_locked(held)
+        waiting, self._once_written = self._once_written, []
+        for index, fn in waiting:
+            fn(ids[index])
 
     def _read(self, fn: Callable[[], T]) -> T:
         """Run `fn`'s queries; outside a transaction each one sees the latest commits."""

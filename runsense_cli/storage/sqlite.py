@@ -249,7 +249,7 @@ class SqliteStorage(RunsSql, SensorsSql, OpsSql):
     def _insert_id(self, sql: str, params: Iterable[Any]) -> int:
         return int(self._execute(sql, params).lastrowid or 0)
 
-    def _begin_write(self) -> None:
+    def _begin_write(self, lock: bool = True) -> None:
         self._execute("BEGIN IMMEDIATE")
 
     def _error(self, exc: sqlite3.DatabaseError) -> StorageError:
