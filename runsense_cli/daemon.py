@@ -204,9 +204,18 @@ class Daemon:
                 remaining = min(remaining, deadline + 0.01)
             if remaining <= 0:
                 return
-            also = [*self.ticks.fds(), *self.launcher.fds()]
-            if not storage.wait_for_change(remaining, also=also) or readable(also, 0):
+            ticks, workers = self.ticks.fds(), self.launcher.fds()
+            if not storage.wait_for_change(remaining, also=[*ticks, *workers]):
                 return
+            if readable(ticks, 0):
+                return
+            if readable(workers, 0):
+                # A worker is done with a run. A server that took its next one needs nothing
+                # but its report read (so its pipe never fills); a free slot needs a pass.
+                before = len(self.launcher.children)
+                self.launcher.reap()
+                if len(self.launcher.children) < before:
+                    return
             changes = storage.take_changes()
             self._changes = (
                 None if changes is None or self._changes is None else (self._changes | changes)
@@ -217,8 +226,9 @@ class Daemon:
     def _may_launch(self, changes: frozenset[tuple[str, str, str]]) -> bool:
         """A run was queued and this daemon may have room for it."""
         queued = EventType.RUN_ENQUEUED.value
-        has_room = len(self.launcher.children) < self.launcher.max_concurrent_runs
-        return has_room and any(kind == queued for kind, _, _ in changes)
+        return any(kind == queued for kind, _, _ in changes) and (
+            len(self.launcher.children) < self.launcher.max_concurrent_runs
+        )
 
     def _heartbeat(self) -> None:
         """Say this daemon lives, for `status` and for other hosts (every third of a timeout)."""
@@ -265,7 +275,9 @@ class Daemon:
     def _share_project(self) -> None:
         """Runs launched from now on are forked with the code loaded now (after a reload too)."""
         if self.evaluator.origin:
-            self.launcher.project = LoadedProject(self.evaluator.origin, self.evaluator.definitions)
+            self.launcher.use_project(
+                LoadedProject(self.evaluator.origin, self.evaluator.definitions)
+            )
 
     def run_pass(self, full: bool = True) -> None:
         """One pass. A full one (every `interval`) checks everything; one woken early by a

@@ -120,3 +120,9 @@ def pid_alive(pid: int | None) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return True  # no /proc (macOS): kill(pid, 0) is all there is
+
+
+def node_of(identity: str | None) -> str | None:
+    """The node a process identity names (None: not an identity)."""
+    parsed = ProcessId.parse(identity)
+    return parsed.node if parsed else None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .identity import ProcessId, current, node_name, pid_alive
+from .identity import ProcessId, current, node_name, node_of, pid_alive
 from .run_output import log_path
 from .runs import IN_PROGRESS_STATUSES, RunRecord, RunStatus
 from .storage import Storage
@@ -164,13 +164,19 @@ class RunLauncher:
                     child.settle()  # it holds its database locks from here on (no-op after)
         return started
 
+    def use_project(self, project: LoadedProject) -> None:
+        """Serve runs from `project` from now on (a reload): busy servers of the code before
+        take no more runs and end after the one they have."""
+        self.project = project
+        for child in self.children.values():
+            if isinstance(child, RunServer) and child.project is not project:
+                child.retire()
+
     def _on_this_node(self, in_progress: list[RunRecord]) -> int:
         """The runs in progress on this node, whoever started them; its servers may take their
         next runs while that is within `max_concurrent_runs` (each frees its slot as it takes)."""
         node = node_name()
-        count = sum(
-            1 for run in in_progress if _node_of(run.worker or run.launcher) in (node, None)
-        )
+        count = sum(1 for run in in_progress if node_of(run.worker or run.launcher) in (node, None))
         self.gate.set(count <= self.max_concurrent_runs)
         return count
 
@@ -437,8 +443,3 @@ class RunLauncher:
             if pending and done == before:
                 self.storage.wait_for_change(poll, also=self.fds())
         return done
-
-
-def _node_of(identity: str | None) -> str | None:
-    parsed = ProcessId.parse(identity)
-    return parsed.node if parsed else None

@@ -124,7 +124,6 @@ class RunServer(ForkedHelper):
         self.final: RunRecord | None = None  # that run as it stored it last
         self.next: Claim | None = None  # the run it took itself when that one ended
         self._unread: deque[Done] = deque()
-        self.takes_runs = False
         self._last = False
         ready_r, ready_w = os.pipe()
 
@@ -162,14 +161,7 @@ class RunServer(ForkedHelper):
         """Give it a claimed run (OSError if it is gone: the caller fails the run); with
         `take`, it takes its next runs itself for as long as it may."""
         self.run_id, self._code, self.final, self.next = run.run_id, None, None, None
-        self.takes_runs = take is not None
         send_frame(self.commands, Claim(run, token, take))
-
-    def fds(self) -> list[int]:
-        """Readable when it has something to say or has ended. One that takes its own next runs
-        is looked at when it ends (or at a pass for other reasons): each run's end wakes its
-        launcher through the database anyway, and the next run needs no launcher."""
-        return [self.pidfd] if self.takes_runs and self.pidfd >= 0 else super().fds()
 
     def go_on_with(self, claim: Claim) -> None:
         """It runs `claim`, which it took itself (its `next`), from now on."""

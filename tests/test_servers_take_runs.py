@@ -196,3 +196,18 @@ def test_servers_take_no_runs_while_other_runs_fill_the_node(home, proj, url, tm
         assert [run.status for run in done] == [RunStatus.SUCCESS] * 2
     finally:
         stop(process)
+
+
+def test_a_run_queued_after_the_last_one_ended_starts_at_once(home, proj, url, tmp_path):
+    """Given a daemon with one slot whose timed pass is 30 s away, when a run ends with nothing
+    queued and another is queued later, then the new one starts at once: the server's report
+    that it is free is read as it comes, not at the next timed pass."""
+    log = tmp_path / "daemon.log"
+    process = start_daemon(home, proj, log, "--interval", "30", "--max-concurrent-runs", "1")
+    try:
+        wait_for_log(log, "daemon started")
+        for _ in range(2):
+            run_id = queue(home, proj, "quick_job")
+            wait_until(lambda r=run_id: all_finished(url, [r]), 10, what="the run, at once")
+    finally:
+        stop(process)

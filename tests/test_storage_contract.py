@@ -224,8 +224,11 @@ def test_a_run_server_takes_the_oldest_queued_run_registered_to_it(db, other):
     ours = db.create_run("job", "loc", status=RunStatus.QUEUED, origin=mine, now=2.0)
     other_job = db.create_run("job2", "loc", status=RunStatus.QUEUED, origin=mine, now=3.0)
 
+    # A project's jobs are one parameter, however many: no parameter limit is ever reached.
+    jobs = ["job", *(f"other_{i}" for i in range(40_000))]
+
     def take():
-        found = db.claim_next_run("daemon/1/1", ME, ended.run_id, origin=mine, jobs=["job"])
+        found = db.claim_next_run("daemon/1/1", ME, ended.run_id, origin=mine, jobs=jobs)
         return found and (found[0].run_id, found[0].status, found[0].worker, found[1])
 
     assert take() == (foreign.run_id, RunStatus.STARTING, ME, {"module": "x"})
@@ -253,6 +256,34 @@ def test_a_run_server_takes_nothing_after_a_cancel_request(db):
     ended = db.set_run_status(started_run(db), RunStatus.SUCCESS)
     taken, _ = db.claim_next_run("daemon/1/1", ME, ended.run_id)
     assert taken.run_id == queued.run_id
+
+
+def test_a_run_ending_and_a_cancel_of_it_at_once_never_deadlock(db, other):
+    """A run's end holds its events back and locks its row first (`events_last`); a cancel of
+    the same run from another connection meanwhile must wait for that row, not hold the write
+    lock the end then needs: every writer locks rows first, then the write lock. (A deadlock
+    would cost PostgreSQL's deadlock_timeout, 1 s, before one side is aborted and redone.)"""
+    run = started_run(db)
+    inside, canceled = threading.Event(), {}
+
+    def cancel():
+        inside.wait(5)
+        canceled["run"] = other.set_run_status(run, RunStatus.CANCELING)
+
+    def end():
+        ended = db.set_run_status(run, RunStatus.SUCCESS)
+        inside.set()
+        time.sleep(0.3)  # the cancel is waiting now
+        return ended
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    started = time.monotonic()
+    ended = db.atomic(end, events_last=True)
+    thread.join()
+    assert time.monotonic() - started < 0.9
+    assert ended.status == RunStatus.SUCCESS and canceled["run"] is None
+    assert db.get_run(run.run_id).status == RunStatus.SUCCESS
 
 
 def test_two_servers_taking_at_once_get_disjoint_runs(db, other):

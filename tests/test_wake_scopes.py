@@ -123,3 +123,19 @@ def test_a_postgresql_daemon_reacts_at_once_amid_other_jobs_runs(
                 assert reaction[0].created_at - ended < 1.0
     finally:
         stop(process)
+
+
+def test_a_commit_naming_more_than_a_wake_up_can_carry_still_commits(backend):
+    """A wake-up's text is capped (PostgreSQL refuses a payload of 8,000 bytes): a transaction
+    whose events name more than that, here 45 jobs with 200-character names, commits, and its
+    wake-up says "anything" (None) instead of naming them."""
+    names = [f"job_{i:02d}_" + "x" * 192 for i in range(45)]
+    with open_storage(url=backend) as storage, open_storage(url=backend) as listener:
+        listener.wait_for_change(0.05)
+        listener.take_changes()
+        storage.atomic(
+            lambda: [storage.create_run(name, "loc", status=RunStatus.QUEUED) for name in names]
+        )
+        assert {run.job_name for run in storage.list_runs(limit=None)} == set(names)
+        assert listener.wait_for_change(5) is True
+        assert listener.take_changes() is None

@@ -110,12 +110,24 @@ def ignore_cancel():
 def stubborn_job():
     ignore_cancel()
 
+@op
+def until_released(context):
+    path = context.run.tags["flag"]
+    deadline = time.time() + 60
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.02)
+
+@job
+def held_job():
+    until_released()
+
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
 def on_failure(context):
     return None
 
 defs = Definitions(
-    jobs=[show_job, bail_job, sleepy, short_sleepy, closer_job, mute_job, leaky_job, stubborn_job],
+    jobs=[show_job, bail_job, sleepy, short_sleepy, closer_job, mute_job, leaky_job, stubborn_job,
+          held_job],
     sensors=[on_failure],
 )
 """
@@ -360,6 +372,28 @@ def test_runs_launched_after_a_reload_use_the_new_code(home, proj, daemon):
     wait_status(home, second, "SUCCESS")
     assert "version=v1" in output(home, proj, first)
     assert "version=v2" in output(home, proj, second)
+
+
+def test_a_server_busy_during_a_reload_takes_no_run_with_the_old_code(home, proj, daemon, tmp_path):
+    """Given a server running a run when the code changes, when a run is queued after the
+    reload, then that run runs the new code: the busy server, which would otherwise take it
+    itself when its run ends, takes nothing more."""
+    _, log = daemon("daemon", "--max-concurrent-runs", "1")
+    flag = tmp_path / "release"
+    done = cli(home, proj, "run", "held_job", "--queue", "--tag", f"flag={flag}")
+    assert done.returncode == 0, done.stderr
+    busy = done.stdout.strip()
+    wait_status(home, busy, "STARTED")
+    proj.write_text(PROJECT.replace('VERSION = "v1"', 'VERSION = "v2"'))
+    later = time.time() + 5
+    os.utime(proj, (later, later))
+    wait_for_log(log, "project reloaded", timeout=10)
+    queued = queue(home, proj, "show_job")
+    flag.write_text("")  # the busy run ends only now, with a run queued behind it
+    wait_status(home, queued, "SUCCESS")
+    assert status(home, busy) == "SUCCESS"
+    assert "version=v2" in output(home, proj, queued)
+    assert worker_pid(home, queued) != worker_pid(home, busy)
 
 
 def test_a_forked_process_keeps_its_commits_when_the_parent_closes_the_database(home):

@@ -129,7 +129,7 @@ class LaunchesSql(AlertsSql):
                     claimed.append((moved, token))
             return claimed
 
-        return self._write(body, wake=True)
+        return self._write(body, wake=True, events_last=True)
 
     def claim_next_run(
         self,
@@ -157,7 +157,8 @@ class LaunchesSql(AlertsSql):
         # A run of the server's own project starts in the same statement (one row version,
         # not two): STARTED when its job is one of `jobs` and its origin is `origin` as stored.
         names = sorted(jobs) if origin else []
-        ours = f"job_name IN ({', '.join('?' * len(names))}) AND origin = ?" if names else "1 = 0"
+        in_jobs, jobs_value = self._in_list("job_name", names)
+        ours = f"{in_jobs} AND origin = ?" if names else "1 = 0"
         claim = (
             f"UPDATE runs SET status = CASE WHEN {ours} THEN ? ELSE ? END,"
             f" start_time = CASE WHEN {ours} THEN ? END, launcher = ?, claim_token = ?,"
@@ -167,7 +168,7 @@ class LaunchesSql(AlertsSql):
 
         def claim_params(moment: float) -> tuple[Any, ...]:
             token = f"{uuid.uuid4().hex}:registered"  # as register_worker leaves it
-            mine = (*names, json.dumps(origin)) if names else ()
+            mine = (jobs_value, json.dumps(origin)) if names else ()
             return (
                 *mine,
                 RunStatus.STARTED.value,

@@ -288,6 +288,9 @@ class PostgresStorage(Listening, RunsSql, SensorsSql, OpsSql):
         # One statement: the lock (taken before any id is drawn: ids come from the rows the
         # join produces, in VALUES order), then the events. The first row's casts type the
         # columns (psycopg sends strings and None untyped).
+        if not rows:  # the transaction is about to write events directly
+            self._execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            return []
         marks = ", ".join(
             ["(" + _EVENT_CASTS + ")"] + ["(" + ", ".join("?" * 10) + ")"] * (len(rows) - 1)
         )
@@ -318,6 +321,9 @@ class PostgresStorage(Listening, RunsSql, SensorsSql, OpsSql):
                 "lost the database while committing; the change may or may not be saved",
                 "check with `runsense runs list` or `runsense sensor list`, then try again",
             ) from None
+
+    def _in_list(self, column: str, values: list[str]) -> tuple[str, Any]:
+        return f"{column} = ANY(?)", list(values)
 
     def db_time(self) -> float:
         return float(self._execute(f"SELECT {DB_NOW}").fetchone()[0])

@@ -125,9 +125,6 @@ class RunsSql(LaunchesSql):
 
         def body() -> RunRecord | None:
             moment = time.time() if now is None else now
-            if status in FINISHED_STATUSES and status != RunStatus.SUCCESS:
-                # A failure's retry and incident are written as of its event: under the lock.
-                self._write_held()
             updates: dict[str, Any] = {"status": status.value}
             if status == RunStatus.STARTED:
                 updates["start_time"] = moment
@@ -146,16 +143,22 @@ class RunsSql(LaunchesSql):
             )
             if moved_run is None or event_id is None:
                 return None
-            if status in FINISHED_STATUSES:
-                # (A SUCCESS's bookkeeping leaves the run as it is: it may wait for the id.)
-                ended = moved_run
-                after = self._when_written(
-                    event_id, lambda written: self._after_terminal_status(ended, written, moment)
-                )
-                moved_run = after or moved_run
-            return moved_run
+            if status not in FINISHED_STATUSES:
+                return moved_run
+            # Retry and incident bookkeeping is written as of the status event, so under the
+            # write lock: a SUCCESS's may wait for the end of the transaction (it leaves the run
+            # as it is); a failure's changes the run returned, so the lock is taken now. Either
+            # way after the run's row is locked: every writer locks rows, then the write lock.
+            ended, done = moved_run, []
+            self._when_written(
+                event_id,
+                lambda written: done.append(self._after_terminal_status(ended, written, moment)),
+            )
+            if status != RunStatus.SUCCESS:
+                self._write_held()
+            return done[0] if done else moved_run
 
-        return self._write(body, wake=True)
+        return self._write(body, wake=True, events_last=True)
 
     def append_event(
         self,

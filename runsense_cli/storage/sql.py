@@ -22,6 +22,7 @@ from .shapes import DaemonRecord, SensorScope
 
 T = TypeVar("T")
 CHANGES_NAMED = 50  # a transaction with more distinct events wakes everyone for anything
+CHANGES_BYTES = 4000  # and one whose names are longer (PostgreSQL refuses 8000-byte payloads)
 
 
 class SqlBase(Storage):
@@ -90,6 +91,11 @@ class SqlBase(Storage):
     def _notify(self) -> None:
         """Tell waiting processes that something they wait for was committed."""
 
+    def _in_list(self, column: str, values: list[str]) -> tuple[str, Any]:
+        """`column` is one of `values`, as SQL with one parameter, and that parameter (however
+        many values: a list of job names must not run into a parameter limit)."""
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(values)
+
     def _now_sql(self) -> tuple[str, tuple[float, ...]]:
         """The database's clock (`db_time`) inside a statement: SQL and its parameters. Here a
         bound value; a server backend reads its own clock in the statement (no round trip)."""
@@ -119,9 +125,10 @@ class SqlBase(Storage):
                 # cancelled statement) must still roll back, or the connection stays unusable.
                 self._begin_write(lock=not late)
                 result = fn()
-                self._write_held()
+                self._write_held(end=True)
             except BaseException:
                 self._depth = 0
+                self._held = None
                 self._safe_rollback()
                 raise
             self._depth = 0
@@ -150,7 +157,8 @@ class SqlBase(Storage):
             "\t" in part or "\n" in part for change in self._changes for part in change
         ):
             return "*"
-        return "\n".join("\t".join(change) for change in sorted(self._changes))
+        text = "\n".join("\t".join(change) for change in sorted(self._changes))
+        return text if len(text.encode()) <= CHANGES_BYTES else "*"
 
     def atomic(self, fn: Callable[[], T], *, events_last: bool = False) -> T:
         return self._write(fn, events_last=events_last)
@@ -170,12 +178,13 @@ class SqlBase(Storage):
         self._once_written.append((-event_id - 1, fn))
         return None
 
-    def _write_held(self) -> None:
-        """Write the held events under the write lock, then what waited for their ids; from
-        here on the transaction writes events as they come (it holds the lock)."""
+    def _write_held(self, end: bool = False) -> None:
+        """Take the write lock and write the held events, then what waited for their ids; from
+        here on the transaction writes events as they come, under the lock. At its `end`, a
+        transaction that holds no event takes no lock: it has nothing to keep in order."""
         held, self._held = self._held, None
-        if not held:
-            return  # none: nothing to keep in order, no lock to wait for
+        if held is None or (end and not held):
+            return
         ids = self._insert_events_locked(held)
         waiting, self._once_written = self._once_written, []
         for index, fn in waiting:
