@@ -216,12 +216,15 @@ class Daemon:
                 self.launcher.reap()
                 if len(self.launcher.children) < before:
                     return
-            changes = storage.take_changes()
-            self._changes = (
-                None if changes is None or self._changes is None else (self._changes | changes)
-            )
+            changes = self._hear()
             if changes is None or self._may_concern(changes) or self._may_launch(changes):
                 return
+
+    def _hear(self) -> frozenset[tuple[str, str, str]] | None:
+        """What wake-ups named since the last look, added to what no pass has looked at yet."""
+        heard = self.evaluator.storage.take_changes()
+        self._changes = None if heard is None or self._changes is None else self._changes | heard
+        return heard
 
     def _may_launch(self, changes: frozenset[tuple[str, str, str]]) -> bool:
         """A run was queued and this daemon may have room for it."""
@@ -287,10 +290,8 @@ class Daemon:
         from .cancel import enforce_cancels
 
         storage = self.evaluator.storage
+        self._hear()
         changes, self._changes = self._changes, frozenset()  # heard while waiting, and since
-        if changes is not None:
-            since = storage.take_changes()
-            changes = None if since is None else changes | since
         ticks_ended = self._report_ticks()
         if full:
             for run in enforce_cancels(storage, self._signalled):

@@ -284,11 +284,9 @@ class RunLauncher:
             else:
                 self._idle.append(server)
             return False
-        server.go_on_with(taken)
+        server.go_on_with(taken)  # (after a reload, `use_project` has retired it already)
         self.children[taken.run_id] = server
         self._taken.append(taken.run_id)
-        if server.project is not self.project:
-            server.retire()  # it takes no more, and ends after this one
         return True
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Launching runs: claims, workers taking them, heartbeats, and the two statements every status
+"""Launching runs: claims, workers taking them, heartbeats, and the two writes every status
 move is made of (the run's row, the event)."""
 
 from __future__ import annotations
@@ -38,26 +38,11 @@ class LaunchesSql(AlertsSql):
         error: ErrorInfo | None = None,
     ) -> tuple[RunRecord | None, int | None]:
         """An UPDATE of `run` and, if it matched, its status event: the run as updated and the
-        event's id (None, None: it matched nothing). Where UPDATE ... RETURNING is there
-        (PostgreSQL) both are one statement: every round trip inside a write transaction is
-        time all other writers wait."""
-        if not self.update_returning or self._held is not None:
-            moved = self._update_run(sql, params, run.run_id)
-            if moved is None:
-                return None, None
-            return moved, self._insert_event(run, event_type, message, now, error=error)
-        row = self._execute(
-            f"WITH moved AS ({sql} RETURNING {RUN_COLUMNS}), logged AS (INSERT INTO events"
-            " (run_id, event_type, timestamp, message, error, job_name, location, run_created_at)"
-            " SELECT run_id, CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT),"
-            " CAST(? AS TEXT), job_name, location, created_at FROM moved RETURNING id)"
-            f" SELECT {RUN_COLUMNS}, (SELECT id FROM logged) FROM moved",
-            (*params, event_type.value, now, message, error.to_json() if error else None),
-        ).fetchone()
-        if row is None:
+        event's id, a stand-in while events are held back (None, None: it matched nothing)."""
+        moved = self._update_run(sql, params, run.run_id)
+        if moved is None:
             return None, None
-        self._note_event(event_type.value, run.location, run.job_name)
-        return run_from_row(row[:-1]), int(row[-1])
+        return moved, self._insert_event(run, event_type, message, now, error=error)
 
     def claim_queued_runs(
         self,
@@ -206,14 +191,15 @@ class LaunchesSql(AlertsSql):
                 )
                 if moved is None:
                     return None
-            for status in (RunStatus.STARTING, RunStatus.STARTED):
-                if status == RunStatus.STARTED and moved.status != status:
-                    break
+            passed = [RunStatus.STARTING]
+            if moved.status == RunStatus.STARTED:
+                passed.append(RunStatus.STARTED)
+            for status in passed:
                 event_type = STATUS_EVENT_TYPES[status]
                 self._insert_event(moved, event_type, status_message(moved, status), moment)
             return moved, json.loads(row[-1]) if row[-1] else None
 
-        return self._write(body, wake=True)
+        return self._write(body, wake=True, events_last=True)
 
     def register_worker(self, run_id: str, claim_token: str, worker: str) -> RunRecord | None:
         def body() -> RunRecord | None:
